@@ -8,7 +8,8 @@ function(qlora_compiler_target target)
     ${LLVM_INCLUDE_DIRS} ${MLIR_INCLUDE_DIRS})
   target_include_directories(${target} PUBLIC
     ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
-  target_compile_definitions(${target} PUBLIC ${LLVM_DEFINITIONS})
+  separate_arguments(llvmDefinitions NATIVE_COMMAND "${LLVM_DEFINITIONS}")
+  target_compile_options(${target} PUBLIC ${llvmDefinitions})
 endfunction()
 
 # Registers a GoogleTest binary with ctest; `LABELS gpu` marks tests that need

@@ -1,0 +1,86 @@
+//===- QLoRAAttrs.td - qlora attributes --------------------*- tablegen -*-===//
+//
+// Attributes of the qlora dialect: the double-quantization scheme of NF4
+// block constants and the PEFT-style LoRA configuration.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QLORA_ATTRS_TD
+#define QLORA_ATTRS_TD
+
+include "QLoRADialect.td"
+include "mlir/IR/AttrTypeBase.td"
+
+class QLoRA_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<QLoRA_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def QLoRA_DoubleQuantAttr : QLoRA_Attr<"DoubleQuant", "double_quant"> {
+  let summary = "double quantization of NF4 block constants";
+  let description = [{
+    Describes how the per-block fp32 absmax constants of an NF4 weight are
+    themselves quantized, as bitsandbytes does with `compress_statistics=True`:
+    the mean of all absmax values (the offset) is subtracted, the remainder is
+    quantized blockwise to `bits`-bit dynamic codes with one fp32 scale per
+    `block` constants, and the offset is kept as one fp32 scalar.
+
+    Both parameters may be omitted; they default to bitsandbytes' values.
+
+    ```mlir
+    #qlora.double_quant<block = 256>
+    #qlora.double_quant<bits = 8, block = 256>
+    ```
+  }];
+  let parameters = (ins
+    DefaultValuedParameter<"int64_t", "8",
+        "bit width of the quantized block constants">:$bits,
+    DefaultValuedParameter<"int64_t", "256",
+        "number of block constants sharing one second-level scale">:$block
+  );
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// bitsandbytes always subtracts the mean absmax before the second
+    /// quantization; lowering materializes it as an fp32 offset buffer.
+    static constexpr bool hasOffset() { return true; }
+  }];
+}
+
+def QLoRA_LoraConfigAttr : QLoRA_Attr<"LoraConfig", "lora_config"> {
+  let summary = "a LoRA adapter configuration, named as PEFT's LoraConfig";
+  let description = [{
+    The hyper-parameters of a LoRA adapter with PEFT's `LoraConfig` field
+    names: the rank `r`, the scaling numerator `lora_alpha`, the dropout
+    probability `lora_dropout` applied to the adapter input, and
+    `use_rslora`, which scales the branch by `lora_alpha / sqrt(r)` instead
+    of `lora_alpha / r`. Omitted fields take PEFT's defaults (r = 8,
+    lora_alpha = 8, lora_dropout = 0, use_rslora = false).
+
+    ```mlir
+    #qlora.lora_config<r = 16, lora_alpha = 32.0, lora_dropout = 0.05, use_rslora = false>
+    ```
+  }];
+  let parameters = (ins
+    "int64_t":$r,
+    APFloatParameter<"scaling numerator (double precision)">:$loraAlpha,
+    APFloatParameter<"dropout probability (double precision)">:$loraDropout,
+    "bool":$useRslora
+  );
+  let builders = [
+    AttrBuilder<(ins "int64_t":$r, "double":$loraAlpha, "double":$loraDropout,
+                     "bool":$useRslora), [{
+      return $_get($_ctxt, r, ::llvm::APFloat(loraAlpha),
+                   ::llvm::APFloat(loraDropout), useRslora);
+    }]>
+  ];
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The factor that multiplies B(A(x)): lora_alpha / r, or
+    /// lora_alpha / sqrt(r) with rsLoRA.
+    double scale() const;
+  }];
+}
+
+#endif // QLORA_ATTRS_TD

@@ -1,0 +1,65 @@
+//===- CommandLine.h - Flags for the runtime-side tools ---------------------===//
+//
+// qlora-quantize, qlora-bench and qlora-train build on a bare GPU host without
+// LLVM, so they cannot use llvm::cl. This is a small GNU-style parser:
+// `--name value`, `--name=value`, boolean `--flag` / `--flag=false`,
+// positional arguments, and a generated --help. Flag names follow the
+// ecosystem (BitsAndBytesConfig, LoraConfig, TrainingArguments fields).
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "runtime/Error.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace qlora::cli {
+
+class CommandLine {
+public:
+  CommandLine(std::string program, std::string usage, std::string summary)
+      : program_(std::move(program)), usage_(std::move(usage)),
+        summary_(std::move(summary)) {}
+
+  /// A flag taking a value; `metavar` names it in --help.
+  void option(std::string name, std::string metavar, std::string help,
+              std::string *value);
+  /// An integer flag.
+  void option(std::string name, std::string metavar, std::string help,
+              int64_t *value);
+  /// A boolean flag: `--name`, `--name=true|false|1|0`.
+  void flag(std::string name, std::string help, bool *value);
+
+  /// Parses argv. Positional arguments are appended to `positional()`.
+  /// Returns an error for unknown flags or bad values; sets helpRequested()
+  /// for -h/--help and versionRequested() for --version.
+  Status parse(int argc, char **argv);
+
+  const std::vector<std::string> &positional() const { return positional_; }
+  bool helpRequested() const { return help_; }
+  bool versionRequested() const { return version_; }
+  std::string helpText() const;
+
+private:
+  struct Option {
+    std::string name, metavar, help, defaultText;
+    bool isFlag = false;
+    std::function<Status(const std::string &)> set;
+  };
+  const Option *find(const std::string &name) const;
+
+  std::string program_, usage_, summary_;
+  std::vector<Option> options_;
+  std::vector<std::string> positional_;
+  bool help_ = false, version_ = false;
+};
+
+/// Parses "true/false/1/0/yes/no".
+Expected<bool> parseBool(const std::string &text);
+
+/// Splits "a,b,c" into its non-empty parts.
+std::vector<std::string> splitList(const std::string &text);
+
+} // namespace qlora::cli
