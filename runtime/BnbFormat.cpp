@@ -1,6 +1,8 @@
 //===- BnbFormat.cpp - bitsandbytes' serialized 4-bit weights ---------------===//
 #include "runtime/BnbFormat.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace qlora {
@@ -93,6 +95,12 @@ Expected<NF4Weight> quantizeWeight(const void *data, ElementType dtype,
   std::vector<float> absmax(nf4::numBlocks(n, blockSize));
   nf4::quantize(data, dtype, n, blockSize, weight.packed.data(),
                 absmax.data());
+  for (size_t block = 0; block < absmax.size(); ++block)
+    if (!std::isfinite(absmax[block]))
+      return makeError("cannot quantize: block {} (elements {}..{}) holds a "
+                       "NaN or an infinity",
+                       block, int64_t(block) * blockSize,
+                       std::min(n, int64_t(block + 1) * blockSize) - 1);
   if (doubleQuant)
     weight.nested = dq::quantizeAbsmax(absmax.data(), int64_t(absmax.size()));
   else
