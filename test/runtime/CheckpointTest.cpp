@@ -4,6 +4,7 @@
 // temporary directory, and each inconsistency between index and shards.
 //
 //===----------------------------------------------------------------------===//
+#include "TempDir.h"
 #include "runtime/Checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -20,25 +21,7 @@ using namespace qlora;
 
 namespace {
 
-/// A fresh directory under /tmp, removed with its contents at scope exit.
-class TempDir {
-public:
-  TempDir() {
-    char pattern[] = "/tmp/qlora-checkpoint-test-XXXXXX";
-    const char *made = ::mkdtemp(pattern);
-    EXPECT_NE(made, nullptr);
-    path_ = made ? made : "/tmp";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string &name) const { return path_ + "/" + name; }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
+using qlora::testing::TempDir;
 
 void writeText(const std::string &path, const std::string &text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

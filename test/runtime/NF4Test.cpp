@@ -28,6 +28,10 @@ struct OracleCase {
   ElementType dtype;
 };
 
+void PrintTo(const OracleCase &oracleCase, std::ostream *os) {
+  *os << oracleCase.name;
+}
+
 std::vector<OracleCase> oracleCases() {
   std::vector<OracleCase> cases;
   for (const char *base : {"normal_256x512", "normal_4096x64", "odd_33x70",

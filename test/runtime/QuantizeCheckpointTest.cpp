@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -178,6 +179,22 @@ TEST(BnbFormat, ShouldQuantizeFollowsTransformers) {
                                    {688, 256}, config));
   EXPECT_TRUE(bnb::shouldQuantize("model.layers.0.self_attn.o_proj.weight",
                                   {256, 256}, config));
+}
+
+TEST(BnbFormat, RefusesNonFiniteWeights) {
+  std::vector<float> values(256, 0.25f);
+  values[200] = std::nanf("");
+  Expected<NF4Weight> weight =
+      quantizeWeight(values.data(), ElementType::F32, {4, 64}, 64, true);
+  ASSERT_FALSE(weight);
+  EXPECT_NE(weight.message().find("block 3 (elements 192..255) holds a NaN"),
+            std::string::npos)
+      << weight.message();
+  values[200] = 1.0f;
+  values[5] = -INFINITY;
+  weight = quantizeWeight(values.data(), ElementType::F32, {4, 64}, 64, true);
+  ASSERT_FALSE(weight);
+  EXPECT_NE(weight.message().find("block 0"), std::string::npos);
 }
 
 TEST(BnbFormat, RejectsACorruptQuantState) {

@@ -4,6 +4,7 @@
 // malformed-file case asserting that the error names the file and tensor.
 //
 //===----------------------------------------------------------------------===//
+#include "TempDir.h"
 #include "runtime/Safetensors.h"
 
 #include <gtest/gtest.h>
@@ -23,25 +24,7 @@ using namespace qlora;
 
 namespace {
 
-/// A fresh directory under /tmp, removed with its contents at scope exit.
-class TempDir {
-public:
-  TempDir() {
-    char pattern[] = "/tmp/qlora-safetensors-test-XXXXXX";
-    const char *made = ::mkdtemp(pattern);
-    EXPECT_NE(made, nullptr);
-    path_ = made ? made : "/tmp";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string &name) const { return path_ + "/" + name; }
-  const std::string &path() const { return path_; }
-
-private:
-  std::string path_;
-};
+using qlora::testing::TempDir;
 
 std::string readBytes(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
