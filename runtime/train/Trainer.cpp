@@ -1,0 +1,381 @@
+//===- Trainer.cpp - Runs a compiled training step --------------------------===//
+#include "runtime/train/Trainer.h"
+
+#include "runtime/BnbFormat.h"
+#include "runtime/Checkpoint.h"
+#include "runtime/Float16.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+namespace qlora {
+namespace {
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+bool startsWith(const std::string &text, const std::string &prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+/// Converts a checkpoint tensor to fp32.
+Status toFloats(const CheckpointTensor &tensor, float *out) {
+  const TensorInfo &info = *tensor.info;
+  ByteSpan bytes = tensor.file->data(info);
+  int64_t n = info.numElements();
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t half;
+    switch (info.dtype) {
+    case DType::F32:
+      std::memcpy(&out[i], bytes.data + 4 * i, 4);
+      break;
+    case DType::BF16:
+      std::memcpy(&half, bytes.data + 2 * i, 2);
+      out[i] = bf16ToFloat(half);
+      break;
+    case DType::F16:
+      std::memcpy(&half, bytes.data + 2 * i, 2);
+      out[i] = fp16ToFloat(half);
+      break;
+    default:
+      return makeError("{}: tensor '{}': expects a float dtype, got {}",
+                       tensor.file->path(), info.name,
+                       dtypeName(info.dtype));
+    }
+  }
+  return Status::ok();
+}
+
+Expected<ElementType> elementTypeOf(const CheckpointTensor &tensor) {
+  switch (tensor.info->dtype) {
+  case DType::BF16:
+    return ElementType::BF16;
+  case DType::F16:
+    return ElementType::F16;
+  case DType::F32:
+    return ElementType::F32;
+  default:
+    return makeError("{}: tensor '{}': cannot quantize dtype {}",
+                     tensor.file->path(), tensor.info->name,
+                     dtypeName(tensor.info->dtype));
+  }
+}
+
+double jsonNumber(const json::Value &object, const char *key, double fallback) {
+  const json::Value *value = object.find(key);
+  return value && value->isNumber() ? value->asDouble() : fallback;
+}
+
+} // namespace
+
+Trainer::Trainer(StepLibrary library, TrainingArguments args,
+                 TokenDataset data)
+    : library_(std::move(library)), args_(std::move(args)),
+      data_(std::move(data)) {}
+
+Trainer::~Trainer() { std::free(arena_); }
+
+Expected<std::unique_ptr<Trainer>>
+Trainer::create(const std::string &stepDir, const TrainingArguments &args,
+                TokenDataset data) {
+  Expected<StepLibrary> library = StepLibrary::open(stepDir);
+  if (!library)
+    return library.error();
+  const StepManifest &manifest = library->manifest();
+  if (args.per_device_train_batch_size != manifest.batchSize)
+    return makeError("per_device_train_batch_size is {} but the step in {} "
+                     "was compiled for {}",
+                     args.per_device_train_batch_size, stepDir,
+                     manifest.batchSize);
+  if (data.seq() != manifest.seqLen)
+    return makeError("the data has sequences of {} tokens but the step was "
+                     "compiled for {}",
+                     data.seq(), manifest.seqLen);
+  if (args.max_steps <= 0 || args.gradient_accumulation_steps <= 0)
+    return makeError("max_steps and gradient_accumulation_steps must be "
+                     "positive");
+  Expected<ScheduleKind> kind = parseScheduleKind(args.lr_scheduler_type);
+  if (!kind)
+    return kind.error();
+
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(library.take(), args, std::move(data)));
+  trainer->schedule_.kind = *kind;
+  trainer->schedule_.learningRate = args.learning_rate;
+  trainer->schedule_.warmupSteps = args.warmup_steps;
+  trainer->schedule_.totalSteps = args.max_steps;
+  QLORA_RETURN_IF_ERROR(trainer->checkOptimizerSettings());
+
+  uint64_t bytes = (trainer->manifest().arenaBytes + 63) / 64 * 64;
+  trainer->arena_ = static_cast<uint8_t *>(std::aligned_alloc(64, bytes));
+  if (!trainer->arena_)
+    return makeError("cannot allocate the {} byte arena", bytes);
+  std::memset(trainer->arena_, 0, bytes);
+  QLORA_RETURN_IF_ERROR(trainer->loadBaseModel());
+  QLORA_RETURN_IF_ERROR(trainer->initializeAdapter());
+  return trainer;
+}
+
+Status Trainer::checkOptimizerSettings() const {
+  // The optimizer's constants are compiled into the step; the learning rate
+  // and the step count are inputs.
+  const json::Value &compiled = manifest().optimizer;
+  struct Setting {
+    const char *name;
+    double value;
+  } settings[] = {{"adam_beta1", args_.adam_beta1},
+                  {"adam_beta2", args_.adam_beta2},
+                  {"adam_epsilon", args_.adam_epsilon},
+                  {"weight_decay", args_.weight_decay},
+                  {"max_grad_norm", args_.max_grad_norm}};
+  for (const Setting &setting : settings) {
+    double value = jsonNumber(compiled, setting.name, NAN);
+    if (!(std::fabs(value - setting.value) <= 1e-12 * std::fabs(value)))
+      return makeError("--{} is {} but the step was compiled with {}; "
+                       "recompile it",
+                       setting.name, setting.value, value);
+  }
+  return Status::ok();
+}
+
+float *Trainer::floats(const BufferInfo &buffer) const {
+  return reinterpret_cast<float *>(arena_ + buffer.offset);
+}
+
+Status Trainer::loadBaseModel() {
+  Expected<CheckpointDir> checkpoint =
+      CheckpointDir::open(args_.model_name_or_path);
+  if (!checkpoint)
+    return checkpoint.error();
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::Frozen && buffer.role != BufferRole::NF4)
+      continue;
+    if (buffer.role == BufferRole::NF4 &&
+        bnb::isQuantizedWeight(*checkpoint, buffer.name)) {
+      Expected<NF4Weight> weight = bnb::readWeight(*checkpoint, buffer.name);
+      if (!weight)
+        return weight.error();
+      if (weight->shape != buffer.shape)
+        return makeError("{}: tensor '{}' has shape {} but the step was "
+                         "compiled for {}",
+                         args_.model_name_or_path, buffer.name,
+                         shapeText(weight->shape), shapeText(buffer.shape));
+      if (weight->blockSize != buffer.blockSize)
+        return makeError("{}: tensor '{}' uses block size {} but the step "
+                         "was compiled for {}",
+                         args_.model_name_or_path, buffer.name,
+                         weight->blockSize, buffer.blockSize);
+      std::memcpy(arena_ + buffer.offset, weight->packed.data(),
+                  weight->packed.size());
+      std::vector<float> absmax = weight->blockAbsmax();
+      std::memcpy(arena_ + buffer.absmaxOffset, absmax.data(),
+                  absmax.size() * sizeof(float));
+      continue;
+    }
+    Expected<CheckpointTensor> tensor = checkpoint->get(buffer.name);
+    if (!tensor)
+      return tensor.error().withContext(args_.model_name_or_path);
+    if (tensor->info->shape != buffer.shape)
+      return makeError("{}: tensor '{}' has shape {} but the step was "
+                       "compiled for {}",
+                       tensor->file->path(), buffer.name,
+                       shapeText(tensor->info->shape),
+                       shapeText(buffer.shape));
+    if (buffer.role == BufferRole::Frozen) {
+      if (buffer.dtype != DType::F32)
+        return makeError("buffer '{}': frozen buffers of dtype {} are not "
+                         "supported by this runtime",
+                         buffer.name, dtypeName(buffer.dtype));
+      QLORA_RETURN_IF_ERROR(toFloats(*tensor, floats(buffer)));
+      continue;
+    }
+    // Quantize a bf16/fp16/fp32 weight on load, as bitsandbytes does.
+    Expected<ElementType> type = elementTypeOf(*tensor);
+    if (!type)
+      return type.error();
+    ByteSpan bytes = tensor->file->data(*tensor->info);
+    Expected<NF4Weight> weight =
+        quantizeWeight(bytes.data, *type, buffer.shape, buffer.blockSize,
+                       buffer.doubleQuant);
+    if (!weight)
+      return weight.error().withContext("tensor '" + buffer.name + "'");
+    std::memcpy(arena_ + buffer.offset, weight->packed.data(),
+                weight->packed.size());
+    std::vector<float> absmax = weight->blockAbsmax();
+    std::memcpy(arena_ + buffer.absmaxOffset, absmax.data(),
+                absmax.size() * sizeof(float));
+  }
+  return Status::ok();
+}
+
+Status Trainer::initializeAdapter() {
+  std::optional<AdapterWeights> initial;
+  if (!args_.init_adapter.empty()) {
+    Expected<AdapterWeights> read = readPeftAdapter(args_.init_adapter);
+    if (!read)
+      return read.error();
+    initial = read.take();
+  }
+  std::mt19937_64 random(args_.seed);
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::Trainable)
+      continue;
+    float *values = floats(buffer);
+    int64_t n = buffer.numElements();
+    if (initial) {
+      auto found = initial->find(buffer.name);
+      if (found == initial->end())
+        return makeError("{}: the adapter has no tensor '{}'",
+                         args_.init_adapter, buffer.name);
+      if (found->second.shape != buffer.shape)
+        return makeError("{}: tensor '{}' has shape {} but the step trains "
+                         "{}",
+                         args_.init_adapter, buffer.name,
+                         shapeText(found->second.shape),
+                         shapeText(buffer.shape));
+      std::memcpy(values, found->second.values.data(), n * sizeof(float));
+    } else if (buffer.name.find(".lora_A.") != std::string::npos) {
+      // PEFT: kaiming_uniform_(a=sqrt(5)) on [r, K] is U(-1/sqrt(K), 1/sqrt(K)).
+      double bound = 1.0 / std::sqrt(double(buffer.shape.back()));
+      std::uniform_real_distribution<double> uniform(-bound, bound);
+      for (int64_t i = 0; i < n; ++i)
+        values[i] = float(uniform(random));
+    } else {
+      std::fill(values, values + n, 0.0f); // lora_B starts at zero
+    }
+  }
+  return Status::ok();
+}
+
+void Trainer::writeInput(const std::string &name,
+                         const std::vector<int32_t> &values) {
+  const BufferInfo *buffer = manifest().find(name);
+  std::memcpy(arena_ + buffer->offset, values.data(),
+              values.size() * sizeof(int32_t));
+}
+
+void Trainer::writeScalar(const std::string &name, float value) {
+  if (const BufferInfo *buffer = manifest().find(name))
+    std::memcpy(arena_ + buffer->offset, &value, sizeof value);
+}
+
+Expected<StepRecord> Trainer::step() {
+  auto start = std::chrono::steady_clock::now();
+  Expected<const BufferInfo *> loss = manifest().get("loss");
+  if (!loss)
+    return loss.error();
+  // Keep the adapter so that a failed step leaves it as it was.
+  AdapterWeights before = adapter();
+
+  StepRecord record;
+  record.step = stepsTaken_ + 1;
+  double lossSum = 0.0;
+  int64_t micro = args_.gradient_accumulation_steps;
+  for (int64_t i = 0; i < micro; ++i) {
+    TokenBatch batch = data_.next(manifest().batchSize);
+    writeInput("input_ids", batch.inputIds);
+    writeInput("labels", batch.labels);
+    QLORA_RETURN_IF_ERROR(library_.call("train_step", arena_));
+    float value = *floats(**loss);
+    if (!std::isfinite(value))
+      return makeError("the loss is {} at step {} (micro-batch {}); the "
+                       "adapter is left as it was after step {}",
+                       value, record.step, i + 1, stepsTaken_);
+    lossSum += value;
+  }
+  // The accumulated gradients are sums over micro-batches: average them, as
+  // the Trainer's loss scaling does, and measure their global norm.
+  double squares = 0.0;
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::State || !startsWith(buffer.name, "grad:"))
+      continue;
+    float *grad = floats(buffer);
+    for (int64_t j = 0; j < buffer.numElements(); ++j) {
+      grad[j] /= float(micro);
+      squares += double(grad[j]) * double(grad[j]);
+    }
+  }
+  record.gradNorm = std::sqrt(squares);
+  if (!std::isfinite(record.gradNorm))
+    return makeError("the gradient norm is not finite at step {}; the "
+                     "adapter is left as it was after step {}",
+                     record.step, stepsTaken_);
+  record.loss = lossSum / double(micro);
+  record.learningRate = schedule_.at(stepsTaken_);
+  writeScalar("learning_rate", float(record.learningRate));
+  writeScalar("step", float(record.step));
+  QLORA_RETURN_IF_ERROR(library_.call("apply_gradients", arena_));
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::Trainable)
+      continue;
+    const float *values = floats(buffer);
+    for (int64_t j = 0; j < buffer.numElements(); ++j)
+      if (!std::isfinite(values[j])) {
+        for (const BufferInfo &restore : manifest().buffers)
+          if (restore.role == BufferRole::Trainable)
+            std::memcpy(floats(restore), before[restore.name].values.data(),
+                        restore.bytes);
+        return makeError("adapter tensor '{}' became non-finite at step {}; "
+                         "it is restored to step {}",
+                         buffer.name, record.step, stepsTaken_);
+      }
+  }
+  ++stepsTaken_;
+  record.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  record.tokensPerSecond = double(micro * manifest().batchSize *
+                                  manifest().seqLen) /
+                           std::max(record.seconds, 1e-9);
+  return record;
+}
+
+AdapterWeights Trainer::adapter() const {
+  AdapterWeights weights;
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::Trainable)
+      continue;
+    AdapterTensor tensor;
+    tensor.shape = buffer.shape;
+    const float *values = floats(buffer);
+    tensor.values.assign(values, values + buffer.numElements());
+    weights[buffer.name] = std::move(tensor);
+  }
+  return weights;
+}
+
+Expected<std::vector<float>> Trainer::readFloats(const std::string &name) const {
+  Expected<const BufferInfo *> buffer = manifest().get(name);
+  if (!buffer)
+    return buffer.error();
+  if ((*buffer)->dtype != DType::F32 || (*buffer)->role == BufferRole::NF4)
+    return makeError("buffer '{}' is not fp32", name);
+  const float *values = floats(**buffer);
+  return std::vector<float>(values, values + (*buffer)->numElements());
+}
+
+LoraSettings Trainer::loraSettings() const {
+  const json::Value &lora = manifest().lora;
+  LoraSettings settings;
+  settings.r = int64_t(jsonNumber(lora, "r", 8));
+  settings.lora_alpha = jsonNumber(lora, "lora_alpha", 8);
+  settings.lora_dropout = jsonNumber(lora, "lora_dropout", 0);
+  if (const json::Value *rslora = lora.find("use_rslora"))
+    settings.use_rslora = rslora->isBool() && rslora->asBool();
+  if (const json::Value *targets = lora.find("target_modules"))
+    if (targets->isArray())
+      for (const json::Value &module : targets->asArray())
+        if (module.isString())
+          settings.target_modules.push_back(module.asString());
+  settings.base_model_name_or_path = args_.model_name_or_path;
+  return settings;
+}
+
+} // namespace qlora
