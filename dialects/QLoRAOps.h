@@ -16,6 +16,7 @@
 
 #include "dialects/QLoRAAttrs.h"
 #include "dialects/QLoRADialect.h"
+#include "dialects/QLoRAInterfaces.h"
 #include "dialects/QLoRATypes.h"
 
 namespace mlir::qlora {
@@ -26,6 +27,13 @@ namespace mlir::qlora {
 struct DropoutRNGResource
     : public SideEffects::Resource::Base<DropoutRNGResource> {
   StringRef getName() final { return "qlora.dropout_rng"; }
+};
+
+/// The persistent arena of named slots (trainable parameters, accumulated
+/// gradients, optimizer moments): `qlora.state` and trainable `qlora.param`
+/// read it, `qlora.assign` writes it.
+struct StateResource : public SideEffects::Resource::Base<StateResource> {
+  StringRef getName() final { return "qlora.state"; }
 };
 
 } // namespace mlir::qlora

@@ -39,7 +39,8 @@ struct FuseLoraBranchIntoProjection : public OpRewritePattern<AddOp> {
         return rewriter.notifyMatchFailure(op, "types differ");
       rewriter.replaceOpWithNewOp<LoraLinearOp>(
           op, op.getType(), x, w, branch.getLoraA(), branch.getLoraB(),
-          branch.getScaleAttr(), branch.getDropoutAttr());
+          branch.getScaleAttr(), branch.getDropoutAttr(),
+          branch.getDropoutStreamAttr());
       rewriter.eraseOp(branch);
       rewriter.eraseOp(base);
       return success();

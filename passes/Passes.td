@@ -11,6 +11,108 @@
 include "mlir/Pass/PassBase.td"
 
 //===----------------------------------------------------------------------===//
+// Adapters and quantization
+//===----------------------------------------------------------------------===//
+
+def InjectLoRAPass : Pass<"qlora-inject-lora", "::mlir::ModuleOp"> {
+  let summary = "add PEFT-style LoRA adapters to the targeted projections";
+  let description = [{
+    For every `qlora.linear` (or `qlora.nf4_matmul`) whose weight is a frozen
+    `qlora.param "<path>.<module>.weight"` (possibly through a
+    `qlora.dequantize`) and whose module is targeted, adds the two trainable
+    adapter parameters under PEFT's names,
+    `base_model.model.<path>.<module>.lora_A.weight` (`[r, in]`, f32) and
+    `...lora_B.weight` (`[out, r]`, f32), a `qlora.lora` branch of the same
+    input with `scale = lora-alpha / r` (`lora-alpha / sqrt(r)` with
+    `use-rslora`) and `dropout = lora-dropout`, and replaces every use of
+    the projection with `qlora.add` of the projection and the branch. The
+    module gets a `qlora.lora_config` attribute recording r, alpha, dropout
+    and rsLoRA for the adapter export.
+
+    `target-modules` matches like PEFT's `target_modules` list: a target
+    names a module by its last path components (`q_proj`,
+    `self_attn.q_proj`). It defaults to PEFT's choice for Llama, `q_proj`
+    and `v_proj`. The single value `all-linear` targets every linear layer
+    except the output layer (`lm_head`, or a projection by a tied embedding
+    table). A target that matches no linear layer is an error, as is a
+    projection that already has an adapter.
+
+    Before:
+    ```mlir
+    %w = qlora.param "model.layers.0.self_attn.q_proj.weight" : tensor<256x256xbf16>
+    %y = qlora.linear %x, %w : (tensor<2x64x256xf32>, tensor<256x256xbf16>) -> tensor<2x64x256xf32>
+    ```
+    After (`r=8 lora-alpha=16`):
+    ```mlir
+    %w = qlora.param "model.layers.0.self_attn.q_proj.weight" : tensor<256x256xbf16>
+    %a = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<8x256xf32>
+    %b = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight" {trainable} : tensor<256x8xf32>
+    %y0 = qlora.linear %x, %w : (tensor<2x64x256xf32>, tensor<256x256xbf16>) -> tensor<2x64x256xf32>
+    %yl = qlora.lora %x, %a, %b {scale = 2.0 : f32} : (tensor<2x64x256xf32>, tensor<8x256xf32>, tensor<256x8xf32>) -> tensor<2x64x256xf32>
+    %y = qlora.add %y0, %yl : tensor<2x64x256xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+  let options = [
+    Option<"r", "r", "int64_t", /*default=*/"8",
+           "Rank of the adapters (PEFT's r)">,
+    Option<"loraAlpha", "lora-alpha", "double", /*default=*/"8.0",
+           "Scaling numerator (PEFT's lora_alpha)">,
+    Option<"loraDropout", "lora-dropout", "double", /*default=*/"0.0",
+           "Dropout probability on the adapter input (PEFT's lora_dropout)">,
+    ListOption<"targetModules", "target-modules", "std::string",
+               "Modules to adapt (PEFT's target_modules), or all-linear; "
+               "q_proj,v_proj when empty">,
+    Option<"useRslora", "use-rslora", "bool", /*default=*/"false",
+           "Scale by lora_alpha / sqrt(r) (PEFT's use_rslora)">
+  ];
+}
+
+def QuantizeWeightsPass : Pass<"qlora-quantize-weights", "::mlir::ModuleOp"> {
+  let summary = "store the frozen projection weights of the decoder as NF4";
+  let description = [{
+    Gives every frozen 2-D `qlora.param` that is the weight of a
+    `qlora.linear` inside the decoder layers the type
+    `!qlora.nf4<NxK, <dtype>, block = block-size, double_quant = ...>` and
+    inserts one `qlora.dequantize` before each of its uses, so that
+    `qlora-fuse-dequant-matmul` can then fold them into `qlora.nf4_matmul`.
+    The rule is the one transformers applies when it loads a checkpoint with
+    bitsandbytes' 4-bit config (`BitsAndBytesConfig(load_in_4bit=True)`):
+    names ending in `.weight` under `.layers.`, never embeddings, norms or
+    `lm_head`, and not under a module of `skip-modules`
+    (`llm_int8_skip_modules`, matched by whole dotted components). The
+    parameter keeps its name, which is also the bnb checkpoint's key. Any
+    element count is fine: blocks run across rows.
+
+    Before:
+    ```mlir
+    %w = qlora.param "model.layers.0.mlp.down_proj.weight" : tensor<256x688xbf16>
+    %y = qlora.linear %x, %w : (tensor<2x64x688xf32>, tensor<256x688xbf16>) -> tensor<2x64x256xf32>
+    ```
+    After:
+    ```mlir
+    %w = qlora.param "model.layers.0.mlp.down_proj.weight"
+           : !qlora.nf4<256x688, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>
+    %wd = qlora.dequantize %w : !qlora.nf4<256x688, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>
+            -> tensor<256x688xbf16>
+    %y = qlora.linear %x, %wd : (tensor<2x64x688xf32>, tensor<256x688xbf16>) -> tensor<2x64x256xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+  let options = [
+    Option<"blockSize", "block-size", "int64_t", /*default=*/"64",
+           "Elements per absmax block (bnb_4bit blocksize)">,
+    Option<"doubleQuant", "double-quant", "bool", /*default=*/"true",
+           "Quantize the absmax constants too (bnb_4bit_use_double_quant)">,
+    Option<"doubleQuantBlockSize", "double-quant-block-size", "int64_t",
+           /*default=*/"256",
+           "Absmax constants per second-level scale">,
+    ListOption<"skipModules", "skip-modules", "std::string",
+               "Modules kept dense (llm_int8_skip_modules)">
+  ];
+}
+
+//===----------------------------------------------------------------------===//
 // Fusion
 //===----------------------------------------------------------------------===//
 
@@ -66,6 +168,94 @@ def FuseLoRAPass : Pass<"qlora-fuse-lora"> {
     ```
   }];
   let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+def BuildTrainStepPass : Pass<"qlora-build-train-step", "::mlir::ModuleOp"> {
+  let summary = "differentiate the loss and add the optimizer step";
+  let description = [{
+    Takes a module whose `func.func @forward() -> tensor<f32>` computes the
+    loss of one micro-batch and adds two functions next to it:
+
+    * `@train_step() -> tensor<f32>`: the forward pass, then the reverse-mode
+      backward pass built through `DifferentiableOpInterface` (seeded with
+      `qlora.input "grad_scale"`, which the host sets to 1 / the number of
+      accumulated micro-batches; gradients that fan in are summed with
+      `qlora.add`; frozen parameters get none), then, for every trainable
+      parameter `P`, `grad:P += dP` in the state arena. It returns the loss.
+    * `@apply_gradients()`: reads `learning_rate` and `step` (1-based), the
+      accumulated gradients, optionally clips them to a global norm of
+      `max-grad-norm` (`qlora.sum_squares`, `qlora.clip_coefficient`,
+      `qlora.mul`, as `torch.nn.utils.clip_grad_norm_`), runs `qlora.adamw`
+      on every parameter with its `adam_m:P` / `adam_v:P` moments, writes
+      the new parameter and moments back and resets `grad:P` to zeros.
+
+    LoRA branches with dropout get a `dropout_stream` so that each
+    `qlora.lora_grad` redraws its forward mask. A trainable parameter that
+    does not reach the loss gets a warning and no update (as torch skips
+    parameters whose `.grad` is None). Errors: no `@forward`, a `@forward`
+    that does not return one `tensor<f32>`, no trainable parameter, and an
+    op on the path from a parameter to the loss that cannot be
+    differentiated.
+
+    Before:
+    ```mlir
+    func.func @forward() -> tensor<f32> {
+      ...
+      %yl = qlora.lora %x, %a, %b {scale = 2.0 : f32} : ...
+      ...
+      %loss = qlora.cross_entropy %logits, %labels : (...) -> tensor<f32>
+      return %loss : tensor<f32>
+    }
+    ```
+    After (in addition to `@forward`):
+    ```mlir
+    func.func @train_step() -> tensor<f32> {
+      ... forward ...
+      %seed = qlora.input "grad_scale" : tensor<f32>
+      %dlogits = qlora.cross_entropy_grad %logits, %labels, %seed : ...
+      ...
+      %dx, %da, %db = qlora.lora_grad %x, %a, %b, %dy {scale = 2.0 : f32} : ...
+      %acc = qlora.state "grad:<A>" : tensor<8x256xf32>
+      %sum = qlora.add %acc, %da : tensor<8x256xf32>
+      qlora.assign "grad:<A>", %sum : tensor<8x256xf32>
+      ...
+      return %loss : tensor<f32>
+    }
+    func.func @apply_gradients() {
+      %lr = qlora.input "learning_rate" : tensor<f32>
+      %step = qlora.input "step" : tensor<f32>
+      %g = qlora.state "grad:<A>" : tensor<8x256xf32>
+      %p = qlora.param "<A>" {trainable} : tensor<8x256xf32>
+      %m = qlora.state "adam_m:<A>" : tensor<8x256xf32>
+      %v = qlora.state "adam_v:<A>" : tensor<8x256xf32>
+      %p2, %m2, %v2 = qlora.adamw %p, %g, %m, %v, %lr, %step {...} : tensor<8x256xf32>
+      qlora.assign "<A>", %p2 : tensor<8x256xf32>
+      qlora.assign "adam_m:<A>", %m2 : tensor<8x256xf32>
+      qlora.assign "adam_v:<A>", %v2 : tensor<8x256xf32>
+      %z = qlora.fill 0.0 : tensor<8x256xf32>
+      qlora.assign "grad:<A>", %z : tensor<8x256xf32>
+      return
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect",
+                           "::mlir::func::FuncDialect"];
+  let options = [
+    Option<"maxGradNorm", "max-grad-norm", "double", /*default=*/"0.0",
+           "Clip gradients to this global 2-norm (0: no clipping)">,
+    Option<"adamBeta1", "adam-beta1", "double", /*default=*/"0.9",
+           "AdamW beta1">,
+    Option<"adamBeta2", "adam-beta2", "double", /*default=*/"0.999",
+           "AdamW beta2">,
+    Option<"adamEpsilon", "adam-epsilon", "double", /*default=*/"1e-8",
+           "AdamW epsilon">,
+    Option<"weightDecay", "weight-decay", "double", /*default=*/"0.0",
+           "AdamW decoupled weight decay">
+  ];
 }
 
 #endif // QLORA_PASSES_TD

@@ -12,17 +12,48 @@ using namespace mlir;
 
 void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
                                      const QLoRAPipelineOptions &options) {
-  // Dequantize fusion first, so fuse-lora sees nf4_matmul bases.
+  // Adapters first, on the dense weights; quantization keeps their names.
+  if (options.injectLora) {
+    InjectLoRAPassOptions inject;
+    inject.r = options.r;
+    inject.loraAlpha = options.loraAlpha;
+    inject.loraDropout = options.loraDropout;
+    inject.targetModules.assign(options.targetModules.begin(),
+                                options.targetModules.end());
+    inject.useRslora = options.useRslora;
+    pm.addPass(createInjectLoRAPass(std::move(inject)));
+  }
+  if (options.quantizeWeights) {
+    QuantizeWeightsPassOptions quantize;
+    quantize.blockSize = options.blockSize;
+    quantize.doubleQuant = options.doubleQuant;
+    quantize.doubleQuantBlockSize = options.doubleQuantBlockSize;
+    quantize.skipModules.assign(options.skipModules.begin(),
+                                options.skipModules.end());
+    pm.addPass(createQuantizeWeightsPass(std::move(quantize)));
+  }
+  // Dequantize fusion before fuse-lora, so fuse-lora sees nf4_matmul bases.
   if (options.fuseDequantMatmul)
-    pm.addPass(createFuseDequantMatmulPass());
+    pm.addPass(createFuseDequantMatmulPass({options.fuseLoraLinear}));
   if (options.fuseLora)
     pm.addPass(createFuseLoRAPass());
+  // Differentiate the fused graph: the backward pass then reads NF4 weights
+  // directly (linear_grad_input) and gets one lora_grad per branch.
+  if (options.buildTrainStep) {
+    BuildTrainStepPassOptions train;
+    train.maxGradNorm = options.maxGradNorm;
+    train.adamBeta1 = options.adamBeta1;
+    train.adamBeta2 = options.adamBeta2;
+    train.adamEpsilon = options.adamEpsilon;
+    train.weightDecay = options.weightDecay;
+    pm.addPass(createBuildTrainStepPass(train));
+  }
 }
 
 void mlir::qlora::registerQLoRAPipeline() {
   PassPipelineRegistration<QLoRAPipelineOptions>(
       "qlora-pipeline",
-      "The qlora compilation pipeline (for now: fuse-dequant-matmul, "
-      "fuse-lora)",
+      "The qlora compilation pipeline: inject-lora, quantize-weights, "
+      "fuse-dequant-matmul, fuse-lora, build-train-step",
       buildQLoRAPipeline);
 }

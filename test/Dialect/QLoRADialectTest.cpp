@@ -9,10 +9,12 @@
 #include "dialects/QLoRAOps.h"
 #include "dialects/QLoRATypes.h"
 
+#include "mlir/AsmParser/AsmParser.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
-#include "mlir/AsmParser/AsmParser.h"
+#include "mlir/IR/Verifier.h"
 
 #include <gtest/gtest.h>
 
@@ -72,6 +74,90 @@ TEST_F(QLoRADialectTest, RejectsABadBlockSize) {
     return success();
   });
   EXPECT_FALSE(parseTy("!qlora.nf4<64x64, bf16, block = 48>"));
+}
+
+/// The builders the importer calls infer every result type from the operands
+/// (activations in fp32 with bf16 weights), and the IR they build verifies.
+TEST_F(QLoRADialectTest, BuildersInferResultTypes) {
+  OpBuilder b(&context_);
+  Location loc = b.getUnknownLoc();
+  auto module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module.getBody());
+  Type f32 = b.getF32Type(), bf16 = b.getBF16Type();
+  auto scalar = RankedTensorType::get({}, f32);
+  auto func = func::FuncOp::create(b, loc, "forward",
+                                   b.getFunctionType({}, {scalar}));
+  b.setInsertionPointToEnd(func.addEntryBlock());
+
+  auto idsType = RankedTensorType::get({2, 8}, b.getI32Type());
+  Value ids = InputOp::create(b, loc, idsType, "input_ids");
+  Value labels = InputOp::create(b, loc, idsType, "labels");
+  Value emb = ParamOp::create(b, loc, RankedTensorType::get({128, 64}, bf16),
+                              "model.embed_tokens.weight");
+  Value h = EmbeddingOp::create(b, loc, ids, emb);
+  EXPECT_EQ(h.getType(), RankedTensorType::get({2, 8, 64}, f32));
+  Value n = ParamOp::create(b, loc, RankedTensorType::get({64}, bf16),
+                            "model.layers.0.input_layernorm.weight");
+  Value x = RmsNormOp::create(b, loc, h, n, 1e-5f);
+  Value wq = ParamOp::create(b, loc, RankedTensorType::get({64, 64}, bf16),
+                             "model.layers.0.self_attn.q_proj.weight");
+  Value wk = ParamOp::create(b, loc, RankedTensorType::get({32, 64}, bf16),
+                             "model.layers.0.self_attn.k_proj.weight");
+  Value q = RopeOp::create(b, loc, LinearOp::create(b, loc, x, wq), 16,
+                           10000.0f);
+  Value k = RopeOp::create(b, loc, LinearOp::create(b, loc, x, wk), 16,
+                           10000.0f);
+  EXPECT_EQ(k.getType(), RankedTensorType::get({2, 8, 32}, f32));
+  Value attn = AttentionOp::create(b, loc, q, k, k, 4, 2, 16, 0.25f);
+  Value s = SwigluOp::create(b, loc, attn, x);
+  Value sum = AddOp::create(b, loc, h, s);
+  Value lm = ParamOp::create(b, loc, RankedTensorType::get({128, 64}, bf16),
+                             "lm_head.weight");
+  Value logits = LinearOp::create(b, loc, sum, lm);
+  EXPECT_EQ(logits.getType(), RankedTensorType::get({2, 8, 128}, f32));
+  Value loss = CrossEntropyOp::create(b, loc, logits, labels);
+  EXPECT_EQ(loss.getType(), scalar);
+  func::ReturnOp::create(b, loc, loss);
+  EXPECT_TRUE(succeeded(verify(module)));
+  module->erase();
+}
+
+/// A projection passes its gradient to the input only: the base weight is
+/// frozen, so it is not differentiable and gets no gradient.
+TEST_F(QLoRADialectTest, LinearGradientFlowsToTheInputOnly) {
+  OpBuilder b(&context_);
+  Location loc = b.getUnknownLoc();
+  auto module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module.getBody());
+  Type f32 = b.getF32Type();
+  auto xType = RankedTensorType::get({8, 64}, f32);
+  auto wType = RankedTensorType::get({128, 64}, b.getBF16Type());
+  auto dyType = RankedTensorType::get({8, 128}, f32);
+  auto func = func::FuncOp::create(b, loc, "f",
+                                   b.getFunctionType({xType, wType, dyType}, {}));
+  Block *body = func.addEntryBlock();
+  b.setInsertionPointToEnd(body);
+  auto linear = LinearOp::create(b, loc, body->getArgument(0),
+                                 body->getArgument(1));
+  auto differentiable = cast<DifferentiableOpInterface>(linear.getOperation());
+  EXPECT_TRUE(differentiable.isDifferentiableOperand(0));
+  EXPECT_FALSE(differentiable.isDifferentiableOperand(1));
+
+  SmallVector<Value> grads;
+  ASSERT_TRUE(succeeded(differentiable.buildGradients(
+      b, {body->getArgument(2)}, {true, false}, grads)));
+  ASSERT_EQ(grads.size(), 2u);
+  ASSERT_TRUE(grads[0]);
+  EXPECT_TRUE(grads[0].getDefiningOp<LinearGradInputOp>());
+  EXPECT_EQ(grads[0].getType(), xType);
+  EXPECT_FALSE(grads[1]);
+
+  // A zero result gradient builds nothing.
+  SmallVector<Value> none;
+  ASSERT_TRUE(succeeded(
+      differentiable.buildGradients(b, {Value()}, {true, false}, none)));
+  EXPECT_FALSE(none[0]);
+  module->erase();
 }
 
 } // namespace

@@ -118,3 +118,125 @@ func.func @add(%l: tensor<8x128xbf16>, %r: tensor<8x128xbf16>) -> tensor<8x128xb
   %0 = qlora.add %l, %r : tensor<8x128xbf16>
   return %0 : tensor<8x128xbf16>
 }
+
+// Tests that projections and LoRA branches accept weights stored in another
+// precision than the fp32 activations, with an fp32 result.
+// CHECK-LABEL: func.func @mixed_precision
+// CHECK-SAME: (%[[X:.*]]: tensor<2x8x64xf32>, %[[W:.*]]: tensor<128x64xbf16>, %[[Q:.*]]: !qlora.nf4<128x64, bf16, block = 64>, %[[A:.*]]: tensor<16x64xf32>, %[[B:.*]]: tensor<128x16xf32>)
+// CHECK: qlora.linear %[[X]], %[[W]] : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+// CHECK: qlora.nf4_matmul %[[X]], %[[Q]] : (tensor<2x8x64xf32>, !qlora.nf4<128x64, bf16, block = 64>) -> tensor<2x8x128xf32>
+// CHECK: qlora.lora_linear %[[X]], %[[Q]], %[[A]], %[[B]] {scale = 2.000000e+00 : f32} : (tensor<2x8x64xf32>, !qlora.nf4<128x64, bf16, block = 64>, tensor<16x64xf32>, tensor<128x16xf32>) -> tensor<2x8x128xf32>
+func.func @mixed_precision(%x: tensor<2x8x64xf32>, %w: tensor<128x64xbf16>, %q: !qlora.nf4<128x64, bf16>,
+                           %a: tensor<16x64xf32>, %b: tensor<128x16xf32>) {
+  %0 = qlora.linear %x, %w : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+  %1 = qlora.nf4_matmul %x, %q : (tensor<2x8x64xf32>, !qlora.nf4<128x64, bf16>) -> tensor<2x8x128xf32>
+  %2 = qlora.lora_linear %x, %q, %a, %b {scale = 2.0 : f32}
+         : (tensor<2x8x64xf32>, !qlora.nf4<128x64, bf16>, tensor<16x64xf32>, tensor<128x16xf32>) -> tensor<2x8x128xf32>
+  return
+}
+
+// Tests that a LoRA branch keeps its dropout stream.
+// CHECK-LABEL: func.func @dropout_stream
+// CHECK: qlora.lora %{{.*}} {dropout = 1.000000e-01 : f32, dropout_stream = 3 : i64, scale = 2.000000e+00 : f32}
+func.func @dropout_stream(%x: tensor<8x64xf32>, %a: tensor<16x64xf32>, %b: tensor<128x16xf32>) {
+  %0 = qlora.lora %x, %a, %b {scale = 2.0 : f32, dropout = 0.1 : f32, dropout_stream = 3 : i64}
+         : (tensor<8x64xf32>, tensor<16x64xf32>, tensor<128x16xf32>) -> tensor<8x128xf32>
+  return
+}
+
+// Tests that the network ops of a Llama forward graph round-trip; ignore_index
+// = -100 is the default and is elided.
+// CHECK-LABEL: func.func @network
+// CHECK: %[[IDS:.*]] = qlora.input "input_ids" : tensor<2x64xi32>
+// CHECK: %[[LABELS:.*]] = qlora.input "labels" : tensor<2x64xi64>
+// CHECK: %[[EMB:.*]] = qlora.param "model.embed_tokens.weight" : tensor<1024x256xbf16>
+// CHECK: %[[H:.*]] = qlora.embedding %[[IDS]], %[[EMB]] : (tensor<2x64xi32>, tensor<1024x256xbf16>) -> tensor<2x64x256xf32>
+// CHECK: %[[N:.*]] = qlora.param "model.layers.0.input_layernorm.weight" : tensor<256xbf16>
+// CHECK: %[[X:.*]] = qlora.rms_norm %[[H]], %[[N]] {eps = 9.99999974E-6 : f32} : (tensor<2x64x256xf32>, tensor<256xbf16>) -> tensor<2x64x256xf32>
+// CHECK: %[[QR:.*]] = qlora.rope %[[X]] {head_dim = 64 : i64, theta = 1.000000e+04 : f32} : tensor<2x64x256xf32>
+// CHECK: %[[KR:.*]] = qlora.rope %[[K:.*]] {head_dim = 64 : i64, theta = 5.000000e+05 : f32} : tensor<2x64x128xf32>
+// CHECK: %[[A:.*]] = qlora.attention %[[QR]], %[[KR]], %[[K]] {head_dim = 64 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 1.250000e-01 : f32} : (tensor<2x64x256xf32>, tensor<2x64x128xf32>, tensor<2x64x128xf32>) -> tensor<2x64x256xf32>
+// CHECK: %[[S:.*]] = qlora.swiglu %[[A]], %[[X]] : tensor<2x64x256xf32>
+// CHECK: qlora.cross_entropy %[[S]], %[[LABELS]] : (tensor<2x64x256xf32>, tensor<2x64xi64>) -> tensor<f32>
+// CHECK: qlora.cross_entropy %[[S]], %[[LABELS]] {ignore_index = 0 : i64} : (tensor<2x64x256xf32>, tensor<2x64xi64>) -> tensor<f32>
+func.func @network(%k: tensor<2x64x128xf32>) -> tensor<f32> {
+  %ids = qlora.input "input_ids" : tensor<2x64xi32>
+  %labels = qlora.input "labels" : tensor<2x64xi64>
+  %emb = qlora.param "model.embed_tokens.weight" : tensor<1024x256xbf16>
+  %h = qlora.embedding %ids, %emb : (tensor<2x64xi32>, tensor<1024x256xbf16>) -> tensor<2x64x256xf32>
+  %n = qlora.param "model.layers.0.input_layernorm.weight" : tensor<256xbf16>
+  %x = qlora.rms_norm %h, %n {eps = 1.0e-05 : f32} : (tensor<2x64x256xf32>, tensor<256xbf16>) -> tensor<2x64x256xf32>
+  %qr = qlora.rope %x {head_dim = 64 : i64, theta = 10000.0 : f32} : tensor<2x64x256xf32>
+  %kr = qlora.rope %k {head_dim = 64 : i64, theta = 500000.0 : f32} : tensor<2x64x128xf32>
+  %a = qlora.attention %qr, %kr, %k {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 64 : i64, scale = 0.125 : f32}
+         : (tensor<2x64x256xf32>, tensor<2x64x128xf32>, tensor<2x64x128xf32>) -> tensor<2x64x256xf32>
+  %s = qlora.swiglu %a, %x : tensor<2x64x256xf32>
+  %loss = qlora.cross_entropy %s, %labels {ignore_index = -100 : i64} : (tensor<2x64x256xf32>, tensor<2x64xi64>) -> tensor<f32>
+  %loss0 = qlora.cross_entropy %s, %labels {ignore_index = 0 : i64} : (tensor<2x64x256xf32>, tensor<2x64xi64>) -> tensor<f32>
+  return %loss : tensor<f32>
+}
+
+// Tests that the gradient ops round-trip.
+// CHECK-LABEL: func.func @gradients
+// CHECK-SAME: (%[[X:.*]]: tensor<2x8x64xf32>, %[[K:.*]]: tensor<2x8x32xf32>, %[[W:.*]]: tensor<64xbf16>, %[[Q:.*]]: !qlora.nf4<128x64, bf16, block = 64>, %[[D:.*]]: tensor<128x64xbf16>, %[[A:.*]]: tensor<8x64xf32>, %[[B:.*]]: tensor<128x8xf32>, %[[DY:.*]]: tensor<2x8x128xf32>, %[[L:.*]]: tensor<2x8xi32>, %[[S:.*]]: tensor<f32>)
+// CHECK: qlora.rms_norm_grad %[[X]], %[[W]], %[[X]] {eps = 9.99999997E-7 : f32} : (tensor<2x8x64xf32>, tensor<64xbf16>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+// CHECK: qlora.rope_grad %[[X]] {head_dim = 16 : i64, theta = 1.000000e+04 : f32} : tensor<2x8x64xf32>
+// CHECK: qlora.attention_grad %[[X]], %[[K]], %[[K]], %[[X]], %[[X]] {head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 2.500000e-01 : f32} : (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<2x8x64xf32>, tensor<2x8x64xf32>) -> (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>)
+// CHECK: qlora.swiglu_grad %[[DY]], %[[DY]], %[[DY]] : tensor<2x8x128xf32>
+// CHECK: qlora.linear_grad_input %[[DY]], %[[Q]] : (tensor<2x8x128xf32>, !qlora.nf4<128x64, bf16, block = 64>) -> tensor<2x8x64xf32>
+// CHECK: qlora.linear_grad_input %[[DY]], %[[D]] : (tensor<2x8x128xf32>, tensor<128x64xbf16>) -> tensor<2x8x64xf32>
+// CHECK: qlora.lora_grad %[[X]], %[[A]], %[[B]], %[[DY]] {dropout = 5.000000e-02 : f32, dropout_stream = 0 : i64, scale = 2.000000e+00 : f32} : (tensor<2x8x64xf32>, tensor<8x64xf32>, tensor<128x8xf32>, tensor<2x8x128xf32>) -> (tensor<2x8x64xf32>, tensor<8x64xf32>, tensor<128x8xf32>)
+// CHECK: qlora.cross_entropy_grad %[[DY]], %[[L]], %[[S]] : (tensor<2x8x128xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x128xf32>
+func.func @gradients(%x: tensor<2x8x64xf32>, %k: tensor<2x8x32xf32>, %w: tensor<64xbf16>, %q: !qlora.nf4<128x64, bf16>,
+                     %d: tensor<128x64xbf16>, %a: tensor<8x64xf32>, %b: tensor<128x8xf32>, %dy: tensor<2x8x128xf32>,
+                     %l: tensor<2x8xi32>, %s: tensor<f32>) {
+  %0 = qlora.rms_norm_grad %x, %w, %x {eps = 1.0e-6 : f32} : (tensor<2x8x64xf32>, tensor<64xbf16>, tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+  %1 = qlora.rope_grad %x {head_dim = 16 : i64, theta = 10000.0 : f32} : tensor<2x8x64xf32>
+  %2:3 = qlora.attention_grad %x, %k, %k, %x, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f32}
+           : (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<2x8x64xf32>, tensor<2x8x64xf32>)
+           -> (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>)
+  %3:2 = qlora.swiglu_grad %dy, %dy, %dy : tensor<2x8x128xf32>
+  %4 = qlora.linear_grad_input %dy, %q : (tensor<2x8x128xf32>, !qlora.nf4<128x64, bf16>) -> tensor<2x8x64xf32>
+  %5 = qlora.linear_grad_input %dy, %d : (tensor<2x8x128xf32>, tensor<128x64xbf16>) -> tensor<2x8x64xf32>
+  %6:3 = qlora.lora_grad %x, %a, %b, %dy {scale = 2.0 : f32, dropout = 0.05 : f32, dropout_stream = 0 : i64}
+           : (tensor<2x8x64xf32>, tensor<8x64xf32>, tensor<128x8xf32>, tensor<2x8x128xf32>)
+           -> (tensor<2x8x64xf32>, tensor<8x64xf32>, tensor<128x8xf32>)
+  %7 = qlora.cross_entropy_grad %dy, %l, %s {ignore_index = -100 : i64} : (tensor<2x8x128xf32>, tensor<2x8xi32>, tensor<f32>) -> tensor<2x8x128xf32>
+  return
+}
+
+// Tests that the state, elementwise and optimizer ops of a training step
+// round-trip.
+// CHECK-LABEL: func.func @optimizer
+// CHECK: %[[LR:.*]] = qlora.input "learning_rate" : tensor<f32>
+// CHECK: %[[STEP:.*]] = qlora.input "step" : tensor<f32>
+// CHECK: %[[P:.*]] = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<8x64xf32>
+// CHECK: %[[G:.*]] = qlora.state "grad:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" : tensor<8x64xf32>
+// CHECK: %[[SQ:.*]] = qlora.sum_squares %[[G]] : tensor<8x64xf32>
+// CHECK: %[[TOTAL:.*]] = qlora.add %[[SQ]], %[[SQ]] : tensor<f32>
+// CHECK: %[[C:.*]] = qlora.clip_coefficient %[[TOTAL]] {max_norm = 1.000000e+00 : f32}
+// CHECK: %[[GC:.*]] = qlora.mul %[[G]], %[[C]] : tensor<8x64xf32>, tensor<f32>
+// CHECK: %[[GG:.*]] = qlora.mul %[[G]], %[[G]] : tensor<8x64xf32>, tensor<8x64xf32>
+// CHECK: %[[M:.*]] = qlora.state "adam_m:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" : tensor<8x64xf32>
+// CHECK: %[[NP:.*]], %[[NM:.*]], %[[NV:.*]] = qlora.adamw %[[P]], %[[GC]], %[[M]], %[[M]], %[[LR]], %[[STEP]] {beta1 = 0.899999976 : f32, beta2 = 9.990000e-01 : f32, eps = 9.99999993E-9 : f32, weight_decay = 0.00999999977 : f32} : tensor<8x64xf32>
+// CHECK: qlora.assign "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", %[[NP]] : tensor<8x64xf32>
+// CHECK: %[[Z:.*]] = qlora.fill 0.000000e+00 : tensor<8x64xf32>
+// CHECK: qlora.assign "grad:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", %[[Z]] : tensor<8x64xf32>
+func.func @optimizer() {
+  %lr = qlora.input "learning_rate" : tensor<f32>
+  %step = qlora.input "step" : tensor<f32>
+  %p = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<8x64xf32>
+  %g = qlora.state "grad:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" : tensor<8x64xf32>
+  %sq = qlora.sum_squares %g : tensor<8x64xf32>
+  %total = qlora.add %sq, %sq : tensor<f32>
+  %c = qlora.clip_coefficient %total {max_norm = 1.0 : f32}
+  %gc = qlora.mul %g, %c : tensor<8x64xf32>, tensor<f32>
+  %gg = qlora.mul %g, %g : tensor<8x64xf32>, tensor<8x64xf32>
+  %m = qlora.state "adam_m:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" : tensor<8x64xf32>
+  %np, %nm, %nv = qlora.adamw %p, %gc, %m, %m, %lr, %step
+      {beta1 = 0.9 : f32, beta2 = 0.999 : f32, eps = 1.0e-8 : f32, weight_decay = 0.01 : f32} : tensor<8x64xf32>
+  qlora.assign "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", %np : tensor<8x64xf32>
+  %z = qlora.fill 0.0 : tensor<8x64xf32>
+  qlora.assign "grad:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", %z : tensor<8x64xf32>
+  return
+}

@@ -1,50 +1,91 @@
-// RUN: qlora-opt %s --split-input-file --qlora-pipeline | FileCheck %s
-// RUN: qlora-opt %s --split-input-file --qlora-pipeline="fuse-lora=false" | FileCheck %s --check-prefix=NOLORA
-// RUN: qlora-opt %s --split-input-file --qlora-fuse-lora --qlora-fuse-dequant-matmul | FileCheck %s
+// RUN: qlora-opt %s --qlora-pipeline | FileCheck %s
+// RUN: qlora-opt %s --qlora-pipeline="target-modules=all-linear r=4 lora-alpha=16 lora-dropout=0.05 double-quant=false max-grad-norm=1.0 weight-decay=0.01" | FileCheck %s --check-prefix=ALL
+// RUN: qlora-opt %s --qlora-inject-lora --qlora-quantize-weights --qlora-fuse-dequant-matmul --qlora-fuse-lora --qlora-build-train-step | FileCheck %s
+// RUN: qlora-opt %s --qlora-pipeline="build-train-step=false fuse-lora=false" | FileCheck %s --check-prefix=NOTRAIN
 
-// Tests that the pipeline turns one imported, quantized attention projection
-// with its LoRA branch into a single lora_linear on the NF4 weight, and that
-// running the two fusions in the other order gets the same result.
-// CHECK-LABEL: func.func @q_proj
-// CHECK-SAME: (%[[X:.*]]: tensor<16x256xbf16>)
-// CHECK: %[[W:.*]] = qlora.param "model.layers.0.self_attn.q_proj.weight" : !qlora.nf4<256x256, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>
-// CHECK: %[[A:.*]] = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable}
-// CHECK: %[[B:.*]] = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight" {trainable}
+// Tests that the whole pipeline turns a one-layer toy Llama forward graph, as
+// the importer emits it (fp32 activations, bf16 weights), into PEFT's default
+// q/v adapters, NF4 for every projection of the decoder layer, both fusions
+// and the training step, and that running the passes one by one gives the
+// same IR.
+// CHECK-LABEL: func.func @forward() -> tensor<f32>
+// CHECK: %[[X:.*]] = qlora.rms_norm
+// CHECK: %[[WQ:.*]] = qlora.param "model.layers.0.self_attn.q_proj.weight" : !qlora.nf4<64x64, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>
+// CHECK: %[[AQ:.*]] = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<8x64xf32>
+// CHECK: %[[BQ:.*]] = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight" {trainable} : tensor<64x8xf32>
+// CHECK: qlora.lora_linear %[[X]], %[[WQ]], %[[AQ]], %[[BQ]] {scale = 1.000000e+00 : f32} : (tensor<2x8x64xf32>, !qlora.nf4<64x64, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>, tensor<8x64xf32>, tensor<64x8xf32>) -> tensor<2x8x64xf32>
+// CHECK: qlora.nf4_matmul %[[X]], %{{.*}} : (tensor<2x8x64xf32>, !qlora.nf4<32x64, bf16
+// CHECK: qlora.lora_linear %[[X]], %{{.*}} : (tensor<2x8x64xf32>, !qlora.nf4<32x64, bf16
+// CHECK-COUNT-4: qlora.nf4_matmul
+// CHECK: %[[LM:.*]] = qlora.param "lm_head.weight" : tensor<128x64xbf16>
+// CHECK: qlora.linear %{{.*}}, %[[LM]]
 // CHECK-NOT: qlora.dequantize
-// CHECK-NOT: qlora.linear
-// CHECK-NOT: qlora.add
-// CHECK: %[[Y:.*]] = qlora.lora_linear %[[X]], %[[W]], %[[A]], %[[B]] {scale = 2.000000e+00 : f32}
-// CHECK-NEXT: return %[[Y]]
-// NOLORA-LABEL: func.func @q_proj
-// NOLORA-NOT: qlora.dequantize
-// NOLORA: %[[Y0:.*]] = qlora.nf4_matmul
-// NOLORA: %[[YL:.*]] = qlora.lora
-// NOLORA: qlora.add %[[Y0]], %[[YL]]
-func.func @q_proj(%x: tensor<16x256xbf16>) -> tensor<16x256xbf16> {
-  %w = qlora.param "model.layers.0.self_attn.q_proj.weight"
-         : !qlora.nf4<256x256, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>>
-  %a = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<16x256xf32>
-  %b = qlora.param "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight" {trainable} : tensor<256x16xf32>
-  %wd = qlora.dequantize %w : !qlora.nf4<256x256, bf16, block = 64, double_quant = #qlora.double_quant<block = 256>> -> tensor<256x256xbf16>
-  %y0 = qlora.linear %x, %wd : (tensor<16x256xbf16>, tensor<256x256xbf16>) -> tensor<16x256xbf16>
-  %yl = qlora.lora %x, %a, %b {scale = 2.0 : f32, dropout = 0.0 : f32}
-          : (tensor<16x256xbf16>, tensor<16x256xf32>, tensor<256x16xf32>) -> tensor<16x256xbf16>
-  %y = qlora.add %y0, %yl : tensor<16x256xbf16>
-  return %y : tensor<16x256xbf16>
-}
-
-// -----
-
-// Tests that the pipeline leaves a projection whose dequantized weight is
-// shared alone, but still fuses its LoRA branch.
-// CHECK-LABEL: func.func @shared_dequant
-// CHECK: %[[WD:.*]] = qlora.dequantize
-// CHECK: %[[Y:.*]] = qlora.lora_linear %{{.*}}, %[[WD]],
-// CHECK: return %[[Y]], %[[WD]]
-func.func @shared_dequant(%x: tensor<16x256xbf16>, %w: !qlora.nf4<256x256, bf16>, %a: tensor<16x256xf32>, %b: tensor<256x16xf32>) -> (tensor<16x256xbf16>, tensor<256x256xbf16>) {
-  %wd = qlora.dequantize %w : !qlora.nf4<256x256, bf16> -> tensor<256x256xbf16>
-  %y0 = qlora.linear %x, %wd : (tensor<16x256xbf16>, tensor<256x256xbf16>) -> tensor<16x256xbf16>
-  %yl = qlora.lora %x, %a, %b {scale = 2.0 : f32} : (tensor<16x256xbf16>, tensor<16x256xf32>, tensor<256x16xf32>) -> tensor<16x256xbf16>
-  %y = qlora.add %y0, %yl : tensor<16x256xbf16>
-  return %y, %wd : tensor<16x256xbf16>, tensor<256x256xbf16>
+// CHECK-LABEL: func.func @train_step() -> tensor<f32>
+// CHECK: %[[SEED:.*]] = qlora.input "grad_scale"
+// CHECK: qlora.cross_entropy_grad %{{.*}}, %{{.*}}, %[[SEED]]
+// CHECK: qlora.linear_grad_input %{{.*}}, %[[LM2:.*]] : (tensor<2x8x128xf32>, tensor<128x64xbf16>) -> tensor<2x8x64xf32>
+// CHECK: qlora.rms_norm_grad
+// CHECK: qlora.linear_grad_input {{.*}} : (tensor<2x8x64xf32>, !qlora.nf4<64x128, bf16
+// CHECK: qlora.swiglu_grad
+// CHECK: qlora.rms_norm_grad
+// CHECK: qlora.attention_grad
+// CHECK: qlora.rope_grad
+// CHECK-COUNT-2: qlora.lora_grad
+// CHECK-COUNT-4: qlora.assign "grad:base_model.model.model.layers.0.self_attn.
+// CHECK-LABEL: func.func @apply_gradients()
+// CHECK-NOT: qlora.clip_coefficient
+// CHECK-COUNT-4: qlora.adamw
+//
+// ALL-LABEL: func.func @forward
+// ALL-COUNT-7: qlora.lora_linear {{.*}} {dropout = 5.000000e-02 : f32, scale = 4.000000e+00 : f32} : (tensor<2x8x{{[0-9]+}}xf32>, !qlora.nf4<{{[0-9]+}}x{{[0-9]+}}, bf16, block = 64>
+// ALL-NOT: qlora.nf4_matmul
+// ALL: qlora.linear
+// ALL-LABEL: func.func @train_step
+// ALL-COUNT-7: qlora.lora_grad {{.*}}dropout_stream
+// ALL-LABEL: func.func @apply_gradients
+// ALL-COUNT-14: qlora.sum_squares
+// ALL: qlora.clip_coefficient
+// ALL-COUNT-14: qlora.mul
+// ALL-COUNT-14: qlora.adamw {{.*}}weight_decay = 0.00999999977 : f32
+//
+// NOTRAIN-LABEL: func.func @forward
+// NOTRAIN: %[[Y0:.*]] = qlora.nf4_matmul
+// NOTRAIN: %[[YL:.*]] = qlora.lora
+// NOTRAIN: qlora.add %[[Y0]], %[[YL]]
+// NOTRAIN-NOT: func.func @train_step
+func.func @forward() -> tensor<f32> {
+  %ids = qlora.input "input_ids" : tensor<2x8xi32>
+  %labels = qlora.input "labels" : tensor<2x8xi32>
+  %emb = qlora.param "model.embed_tokens.weight" : tensor<128x64xbf16>
+  %h0 = qlora.embedding %ids, %emb : (tensor<2x8xi32>, tensor<128x64xbf16>) -> tensor<2x8x64xf32>
+  %n1 = qlora.param "model.layers.0.input_layernorm.weight" : tensor<64xbf16>
+  %x1 = qlora.rms_norm %h0, %n1 {eps = 1.0e-05 : f32} : (tensor<2x8x64xf32>, tensor<64xbf16>) -> tensor<2x8x64xf32>
+  %wq = qlora.param "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xbf16>
+  %q = qlora.linear %x1, %wq : (tensor<2x8x64xf32>, tensor<64x64xbf16>) -> tensor<2x8x64xf32>
+  %wk = qlora.param "model.layers.0.self_attn.k_proj.weight" : tensor<32x64xbf16>
+  %k = qlora.linear %x1, %wk : (tensor<2x8x64xf32>, tensor<32x64xbf16>) -> tensor<2x8x32xf32>
+  %wv = qlora.param "model.layers.0.self_attn.v_proj.weight" : tensor<32x64xbf16>
+  %v = qlora.linear %x1, %wv : (tensor<2x8x64xf32>, tensor<32x64xbf16>) -> tensor<2x8x32xf32>
+  %qr = qlora.rope %q {head_dim = 16 : i64, theta = 10000.0 : f32} : tensor<2x8x64xf32>
+  %kr = qlora.rope %k {head_dim = 16 : i64, theta = 10000.0 : f32} : tensor<2x8x32xf32>
+  %a = qlora.attention %qr, %kr, %v {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, scale = 0.25 : f32} : (tensor<2x8x64xf32>, tensor<2x8x32xf32>, tensor<2x8x32xf32>) -> tensor<2x8x64xf32>
+  %wo = qlora.param "model.layers.0.self_attn.o_proj.weight" : tensor<64x64xbf16>
+  %o = qlora.linear %a, %wo : (tensor<2x8x64xf32>, tensor<64x64xbf16>) -> tensor<2x8x64xf32>
+  %h1 = qlora.add %h0, %o : tensor<2x8x64xf32>
+  %n2 = qlora.param "model.layers.0.post_attention_layernorm.weight" : tensor<64xbf16>
+  %x2 = qlora.rms_norm %h1, %n2 {eps = 1.0e-05 : f32} : (tensor<2x8x64xf32>, tensor<64xbf16>) -> tensor<2x8x64xf32>
+  %wg = qlora.param "model.layers.0.mlp.gate_proj.weight" : tensor<128x64xbf16>
+  %g = qlora.linear %x2, %wg : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+  %wu = qlora.param "model.layers.0.mlp.up_proj.weight" : tensor<128x64xbf16>
+  %u = qlora.linear %x2, %wu : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+  %s = qlora.swiglu %g, %u : tensor<2x8x128xf32>
+  %wd = qlora.param "model.layers.0.mlp.down_proj.weight" : tensor<64x128xbf16>
+  %d = qlora.linear %s, %wd : (tensor<2x8x128xf32>, tensor<64x128xbf16>) -> tensor<2x8x64xf32>
+  %h2 = qlora.add %h1, %d : tensor<2x8x64xf32>
+  %nf = qlora.param "model.norm.weight" : tensor<64xbf16>
+  %xf = qlora.rms_norm %h2, %nf {eps = 1.0e-05 : f32} : (tensor<2x8x64xf32>, tensor<64xbf16>) -> tensor<2x8x64xf32>
+  %lm = qlora.param "lm_head.weight" : tensor<128x64xbf16>
+  %logits = qlora.linear %xf, %lm : (tensor<2x8x64xf32>, tensor<128x64xbf16>) -> tensor<2x8x128xf32>
+  %loss = qlora.cross_entropy %logits, %labels {ignore_index = -100 : i64} : (tensor<2x8x128xf32>, tensor<2x8xi32>) -> tensor<f32>
+  return %loss : tensor<f32>
 }
