@@ -228,6 +228,17 @@ inline void lora(StepContext *c, int64_t x, int64_t A, int64_t B, int64_t M,
                    xa.data(), c->f32(y));
 }
 
+/// A LoRA branch added onto a base projection already in y (lora_linear).
+inline void loraAdd(StepContext *c, int64_t x, int64_t A, int64_t B,
+                    int64_t M, int64_t N, int64_t K, int64_t r, float scale,
+                    int64_t y) {
+  if (c->failed())
+    return;
+  std::vector<float> xa(size_t(M * r));
+  cpu::loraForward(c->f32(x), c->f32(A), c->f32(B), M, N, K, r, scale,
+                   xa.data(), c->f32(y));
+}
+
 /// Gradients of the branch: dx, dA, dB are written, not accumulated.
 inline void loraGrad(StepContext *c, int64_t x, int64_t A, int64_t B,
                      int64_t dy, int64_t M, int64_t N, int64_t K, int64_t r,

@@ -282,6 +282,9 @@ Expected<StepRecord> Trainer::step() {
     TokenBatch batch = data_.next(manifest().batchSize);
     writeInput("input_ids", batch.inputIds);
     writeInput("labels", batch.labels);
+    // The backward is seeded with 1/micro, so the accumulated gradients are
+    // those of the mean loss, as the Trainer's loss scaling makes them.
+    writeScalar("grad_scale", 1.0f / float(micro));
     QLORA_RETURN_IF_ERROR(library_.call("train_step", arena_));
     float value = *floats(**loss);
     if (!std::isfinite(value))
@@ -290,17 +293,14 @@ Expected<StepRecord> Trainer::step() {
                        value, record.step, i + 1, stepsTaken_);
     lossSum += value;
   }
-  // The accumulated gradients are sums over micro-batches: average them, as
-  // the Trainer's loss scaling does, and measure their global norm.
+  // The global norm of the accumulated gradients, before any clipping.
   double squares = 0.0;
   for (const BufferInfo &buffer : manifest().buffers) {
     if (buffer.role != BufferRole::State || !startsWith(buffer.name, "grad:"))
       continue;
-    float *grad = floats(buffer);
-    for (int64_t j = 0; j < buffer.numElements(); ++j) {
-      grad[j] /= float(micro);
+    const float *grad = floats(buffer);
+    for (int64_t j = 0; j < buffer.numElements(); ++j)
       squares += double(grad[j]) * double(grad[j]);
-    }
   }
   record.gradNorm = std::sqrt(squares);
   if (!std::isfinite(record.gradNorm))

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/QLoRAOps.h"
+#include "codegen/Passes.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -18,11 +19,13 @@
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   registry.insert<mlir::qlora::QLoRADialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::tensor::TensorDialect>();
+                  mlir::func::FuncDialect, mlir::tensor::TensorDialect,
+                  mlir::emitc::EmitCDialect>();
 
   // Upstream cleanups (canonicalize, cse, ...) plus ours.
   mlir::registerTransformsPasses();
   mlir::qlora::registerAllQLoRAPasses();
+  mlir::qlora::registerQLoRACodegenPasses();
 
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "qlora optimizer driver\n", registry));
