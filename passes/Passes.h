@@ -93,6 +93,14 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
   Option<double> weightDecay{*this, "weight-decay",
                              llvm::cl::desc("AdamW decoupled weight decay"),
                              llvm::cl::init(0.0)};
+  // Code generation, off by default so that the pipeline prints the training
+  // step in the qlora dialect; qlora-compile turns both on.
+  Option<bool> planMemory{*this, "plan-memory",
+                          llvm::cl::desc("Run qlora-plan-memory"),
+                          llvm::cl::init(false)};
+  Option<bool> convertToEmitC{*this, "convert-to-emitc",
+                              llvm::cl::desc("Run convert-qlora-to-emitc"),
+                              llvm::cl::init(false)};
 };
 
 /// Appends the qlora compilation pipeline to `pm`. Shared by qlora-opt

@@ -6,6 +6,8 @@
 
 #include "passes/Passes.h"
 
+#include "codegen/Passes.h"
+
 #include "mlir/Pass/PassRegistry.h"
 
 using namespace mlir;
@@ -48,12 +50,18 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
     train.weightDecay = options.weightDecay;
     pm.addPass(createBuildTrainStepPass(train));
   }
+  // Then the lowering: a static arena plan and the kernel calls.
+  if (options.planMemory)
+    pm.addPass(createPlanMemoryPass());
+  if (options.convertToEmitC)
+    pm.addPass(createConvertQLoRAToEmitCPass());
 }
 
 void mlir::qlora::registerQLoRAPipeline() {
   PassPipelineRegistration<QLoRAPipelineOptions>(
       "qlora-pipeline",
       "The qlora compilation pipeline: inject-lora, quantize-weights, "
-      "fuse-dequant-matmul, fuse-lora, build-train-step",
+      "fuse-dequant-matmul, fuse-lora, build-train-step (and, when asked, "
+      "plan-memory and convert-qlora-to-emitc)",
       buildQLoRAPipeline);
 }

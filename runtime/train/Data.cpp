@@ -173,22 +173,41 @@ Expected<TokenDataset> TokenDataset::open(const std::string &path, int64_t seq,
       return makeError("{}: cannot open: {}", path, std::strerror(errno));
     std::stringstream buffer;
     buffer << in.rdbuf();
-    std::string text = buffer.str();
-    if (vocabSize < 256)
-      return makeError("{}: the byte-level tokenizer needs a vocabulary of "
-                       "at least 256, the model has {}",
-                       path, vocabSize);
-    for (size_t start = 0; start < text.size(); start += size_t(seq)) {
-      std::vector<int64_t> ids;
-      for (size_t i = start; i < std::min(text.size(), start + size_t(seq));
-           ++i)
-        ids.push_back(static_cast<unsigned char>(text[i]));
-      QLORA_RETURN_IF_ERROR(data.addRow(
-          std::move(ids), {}, "chunk " + std::to_string(start / size_t(seq))));
-    }
+    QLORA_RETURN_IF_ERROR(data.addText(buffer.str()));
   }
   if (data.rows_.empty())
     return makeError("{}: no training examples", path);
+  return data;
+}
+
+Status TokenDataset::addText(const std::string &text) {
+  if (vocab_ < 256)
+    return makeError("{}: the byte-level tokenizer needs a vocabulary of at "
+                     "least 256, the model has {}",
+                     path_, vocab_);
+  for (size_t start = 0; start < text.size(); start += size_t(seq_)) {
+    std::vector<int64_t> ids;
+    for (size_t i = start; i < std::min(text.size(), start + size_t(seq_)); ++i)
+      ids.push_back(static_cast<unsigned char>(text[i]));
+    QLORA_RETURN_IF_ERROR(addRow(std::move(ids), {},
+                                 "chunk " + std::to_string(start / size_t(seq_))));
+  }
+  return Status::ok();
+}
+
+Expected<TokenDataset> TokenDataset::fromText(const std::string &text,
+                                              const std::string &name,
+                                              int64_t seq, int64_t vocabSize) {
+  TokenDataset data;
+  data.path_ = name;
+  data.seq_ = seq;
+  data.vocab_ = vocabSize;
+  data.format_ = "text";
+  if (seq <= 0)
+    return makeError("sequence length must be positive, got {}", seq);
+  QLORA_RETURN_IF_ERROR(data.addText(text));
+  if (data.rows_.empty())
+    return makeError("{}: no training examples", name);
   return data;
 }
 

@@ -40,6 +40,12 @@ public:
                                      int64_t vocabSize,
                                      int32_t padTokenId = 0);
 
+  /// Tokenizes `text` byte by byte into rows of `seq` tokens; `name` is
+  /// what errors call it.
+  static Expected<TokenDataset> fromText(const std::string &text,
+                                         const std::string &name, int64_t seq,
+                                         int64_t vocabSize);
+
   /// The next `batch` rows, wrapping around at the end of the data.
   TokenBatch next(int64_t batch);
 
@@ -54,6 +60,7 @@ private:
   };
   Status addRow(std::vector<int64_t> ids, std::vector<int64_t> labels,
                 const std::string &where);
+  Status addText(const std::string &text);
 
   std::vector<Row> rows_;
   int64_t seq_ = 0, vocab_ = 0, cursor_ = 0;

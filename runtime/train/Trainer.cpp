@@ -266,7 +266,7 @@ void Trainer::writeScalar(const std::string &name, float value) {
     std::memcpy(arena_ + buffer->offset, &value, sizeof value);
 }
 
-Expected<StepRecord> Trainer::step() {
+Expected<StepRecord> Trainer::step(const GradientObserver &observer) {
   auto start = std::chrono::steady_clock::now();
   Expected<const BufferInfo *> loss = manifest().get("loss");
   if (!loss)
@@ -308,6 +308,8 @@ Expected<StepRecord> Trainer::step() {
                      "adapter is left as it was after step {}",
                      record.step, stepsTaken_);
   record.loss = lossSum / double(micro);
+  if (observer)
+    observer(*this);
   record.learningRate = schedule_.at(stepsTaken_);
   writeScalar("learning_rate", float(record.learningRate));
   writeScalar("step", float(record.step));

@@ -17,6 +17,7 @@
 #include "runtime/train/StepLibrary.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,10 +65,14 @@ public:
          TokenDataset data);
   ~Trainer();
 
+  /// Called between gradient accumulation and the optimizer update, when the
+  /// "grad:<param>" buffers hold this step's gradients.
+  using GradientObserver = std::function<void(const Trainer &)>;
+
   /// Gradient accumulation over micro-batches, then one optimizer update.
   /// A non-finite loss or gradient is an error and leaves the adapter as it
   /// was before this step.
-  Expected<StepRecord> step();
+  Expected<StepRecord> step(const GradientObserver &observer = nullptr);
 
   /// The current adapter, by PEFT name.
   AdapterWeights adapter() const;

@@ -14,11 +14,11 @@ Expected<bool> parseBool(const std::string &text) {
   return makeError("expects true or false, got '{}'", text);
 }
 
-std::vector<std::string> splitList(const std::string &text) {
+std::vector<std::string> splitList(const std::string &text, char separator) {
   std::vector<std::string> parts;
   size_t start = 0;
   while (start <= text.size()) {
-    size_t comma = text.find(',', start);
+    size_t comma = text.find(separator, start);
     if (comma == std::string::npos)
       comma = text.size();
     if (comma > start)

@@ -59,7 +59,8 @@ private:
 /// Parses "true/false/1/0/yes/no".
 Expected<bool> parseBool(const std::string &text);
 
-/// Splits "a,b,c" into its non-empty parts.
-std::vector<std::string> splitList(const std::string &text);
+/// Splits "a,b,c" (or another separator) into its non-empty parts.
+std::vector<std::string> splitList(const std::string &text,
+                                   char separator = ',');
 
 } // namespace qlora::cli

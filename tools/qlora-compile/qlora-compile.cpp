@@ -1,0 +1,339 @@
+//===- qlora-compile.cpp - Compile a QLoRA training step ahead of time ------===//
+//
+// usage: qlora-compile --model_name_or_path DIR --output_dir STEP_DIR [options]
+//
+// Imports a Hugging Face Llama checkpoint, runs the qlora pipeline (LoRA
+// injection, NF4 quantization, fusion, backward and optimizer, memory plan,
+// EmitC), prints C++, writes the manifest and builds the step library that
+// qlora-train loads. STEP_DIR receives model.mlir (the imported forward
+// graph), train_step.mlir (the planned step), step.cpp, manifest.json and
+// step.so.
+//
+//===----------------------------------------------------------------------===//
+#include "LlamaImporter.h"
+#include "ModelConfig.h"
+#include "StepBuildConfig.h"
+
+#include "codegen/BufferPlan.h"
+#include "codegen/Passes.h"
+#include "dialects/QLoRAOps.h"
+#include "passes/Passes.h"
+#include "runtime/Checkpoint.h"
+#include "tools/common/CommandLine.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdio>
+#include <set>
+#include <fstream>
+#include <sstream>
+
+using namespace mlir;
+using namespace mlir::qlora;
+
+namespace {
+
+int fail(const std::string &message) {
+  std::fprintf(stderr, "qlora-compile: error: %s\n", message.c_str());
+  return 1;
+}
+
+bool writeText(const std::string &path, const std::string &text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  return bool(out);
+}
+
+std::string printModule(ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return text;
+}
+
+/// PEFT's print_trainable_parameters: 4-bit weights count at their packed
+/// size (half the logical elements), as PEFT counts Params4bit.
+std::string trainableParameters(ModuleOp module) {
+  int64_t trainable = 0, all = 0;
+  std::set<std::string> seen;
+  module.walk([&](ParamOp param) {
+    if (!seen.insert(param.getName().str()).second)
+      return;
+    int64_t n = 1;
+    ArrayRef<int64_t> shape =
+        isa<NF4Type>(param.getType())
+            ? cast<NF4Type>(param.getType()).getShape()
+            : cast<RankedTensorType>(param.getType()).getShape();
+    for (int64_t dim : shape)
+      n *= dim;
+    if (param.getTrainable())
+      trainable += n;
+    all += isa<NF4Type>(param.getType()) ? n / 2 : n;
+  });
+  auto grouped = [](int64_t value) {
+    std::string digits = std::to_string(value), text;
+    for (size_t i = 0; i < digits.size(); ++i) {
+      if (i && (digits.size() - i) % 3 == 0)
+        text += ',';
+      text += digits[i];
+    }
+    return text;
+  };
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.4f",
+                all ? 100.0 * double(trainable) / double(all) : 0.0);
+  return "trainable params: " + grouped(trainable) +
+         " || all params: " + grouped(all) + " || trainable%: " + percent;
+}
+
+/// Compiles step.cpp into step.so against the runtime this tool was built
+/// with; the compiler's output goes to build.log.
+::qlora::Status buildLibrary(const std::string &dir, const std::string &cxx) {
+  std::vector<std::string> args = {cxx, "-O2", "-std=c++17", "-shared",
+                                   "-fPIC", "-w"};
+  for (const std::string &include : ::qlora::cli::splitList(
+           std::string(QLORA_STEP_INCLUDE_DIRS), ';'))
+    args.push_back("-I" + include);
+  args.push_back(dir + "/step.cpp");
+  args.push_back("-o");
+  args.push_back(dir + "/step.so");
+  for (const std::string &library :
+       ::qlora::cli::splitList(std::string(QLORA_STEP_LIBRARIES), ';'))
+    args.push_back(library);
+  args.push_back("-lfmt");
+  args.push_back("-lpthread");
+
+  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(cxx);
+  if (!program)
+    return ::qlora::makeError("cannot find the C++ compiler '{}' (set CXX)",
+                              cxx);
+  std::vector<llvm::StringRef> argv(args.begin(), args.end());
+  std::string log = dir + "/build.log";
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(log),
+                                                llvm::StringRef(log)};
+  std::string message;
+  int code = llvm::sys::ExecuteAndWait(*program, argv, std::nullopt,
+                                       redirects, 0, 0, &message);
+  if (code != 0) {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string output = text.str();
+    if (output.size() > 4000)
+      output = "..." + output.substr(output.size() - 4000);
+    return ::qlora::makeError("building {}/step.so failed ({}):\n{}", dir,
+                              message.empty() ? "exit " + std::to_string(code)
+                                              : message,
+                              output);
+  }
+  return ::qlora::Status::ok();
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string model, outputDir, targetModules = "all-linear", cxx;
+  std::string skipModules;
+  int64_t batchSize = 2, seqLen = 0, r = 8, blockSize = 64;
+  std::string loraAlpha = "16", loraDropout = "0.0", maxGradNorm = "1.0";
+  std::string adamBeta1 = "0.9", adamBeta2 = "0.999", adamEpsilon = "1e-8";
+  std::string weightDecay = "0.0";
+  bool useRslora = false, doubleQuant = true, quiet = false;
+
+  ::qlora::cli::CommandLine commandLine(
+      "qlora-compile", "--model_name_or_path DIR --output_dir STEP_DIR [options]",
+      "Compiles the QLoRA training step of a Hugging Face Llama-family\n"
+      "checkpoint ahead of time for its exact shapes, and builds the library\n"
+      "that qlora-train runs. Flags use PEFT LoraConfig and HF\n"
+      "TrainingArguments names.");
+  commandLine.option("model_name_or_path", "DIR",
+                     "checkpoint directory (config.json + safetensors, bf16 "
+                     "or bitsandbytes 4-bit)",
+                     &model);
+  commandLine.option("output_dir", "DIR", "where the compiled step goes",
+                     &outputDir);
+  commandLine.option("per_device_train_batch_size", "N",
+                     "sequences per micro-batch", &batchSize);
+  commandLine.option("max_seq_length", "N",
+                     "tokens per sequence (default: min(512, "
+                     "max_position_embeddings))",
+                     &seqLen);
+  commandLine.option("r", "N", "LoRA rank", &r);
+  commandLine.option("lora_alpha", "X", "LoRA scaling numerator", &loraAlpha);
+  commandLine.option("lora_dropout", "P", "LoRA dropout (cpu: 0 only)",
+                     &loraDropout);
+  commandLine.option("target_modules", "A,B",
+                     "modules to adapt, or all-linear", &targetModules);
+  commandLine.flag("use_rslora", "scale by lora_alpha/sqrt(r)", &useRslora);
+  commandLine.option("max_grad_norm", "X", "global-norm clipping (0: off)",
+                     &maxGradNorm);
+  commandLine.option("adam_beta1", "X", "AdamW beta1", &adamBeta1);
+  commandLine.option("adam_beta2", "X", "AdamW beta2", &adamBeta2);
+  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &adamEpsilon);
+  commandLine.option("weight_decay", "X", "AdamW weight decay", &weightDecay);
+  commandLine.flag("bnb_4bit_use_double_quant",
+                   "double-quantize the NF4 block constants", &doubleQuant);
+  commandLine.option("blocksize", "N", "NF4 block size", &blockSize);
+  commandLine.option("llm_int8_skip_modules", "A,B",
+                     "modules kept unquantized", &skipModules);
+  commandLine.option("cxx", "PATH", "C++ compiler for the step library "
+                                    "(default: $CXX or c++)",
+                     &cxx);
+  commandLine.flag("quiet", "print only errors", &quiet);
+  ::qlora::Status parsed = commandLine.parse(argc, argv);
+  if (!parsed)
+    return fail(parsed.message());
+  if (commandLine.helpRequested()) {
+    std::fputs(commandLine.helpText().c_str(), stdout);
+    return 0;
+  }
+  if (commandLine.versionRequested()) {
+    std::puts("qlora-compile 0.1.0");
+    return 0;
+  }
+  if (!commandLine.positional().empty())
+    return fail("unexpected argument '" + commandLine.positional()[0] +
+                "' (try --help)");
+  if (model.empty() || outputDir.empty())
+    return fail("--model_name_or_path and --output_dir are required");
+  if (cxx.empty())
+    cxx = std::getenv("CXX") ? std::getenv("CXX") : "c++";
+
+  double alpha, dropout, clip, beta1, beta2, epsilon, decay;
+  for (auto [text, value, name] :
+       {std::tuple{&loraAlpha, &alpha, "lora_alpha"},
+        std::tuple{&loraDropout, &dropout, "lora_dropout"},
+        std::tuple{&maxGradNorm, &clip, "max_grad_norm"},
+        std::tuple{&adamBeta1, &beta1, "adam_beta1"},
+        std::tuple{&adamBeta2, &beta2, "adam_beta2"},
+        std::tuple{&adamEpsilon, &epsilon, "adam_epsilon"},
+        std::tuple{&weightDecay, &decay, "weight_decay"}}) {
+    char *end = nullptr;
+    *value = std::strtod(text->c_str(), &end);
+    if (text->empty() || *end != '\0')
+      return fail(std::string("--") + name + " expects a number, got '" +
+                  *text + "'");
+  }
+
+  ::qlora::Expected<::qlora::ModelConfig> config =
+      ::qlora::ModelConfig::read(model);
+  if (!config)
+    return fail(config.message());
+  ::qlora::Expected<::qlora::CheckpointDir> checkpoint =
+      ::qlora::CheckpointDir::open(model);
+  if (!checkpoint)
+    return fail(checkpoint.message());
+  if (seqLen == 0)
+    seqLen = std::min<int64_t>(512, config->maxPositionEmbeddings);
+
+  MLIRContext context;
+  context.loadDialect<QLoRADialect, func::FuncDialect, emitc::EmitCDialect>();
+  ImportOptions importOptions{batchSize, seqLen};
+  ::qlora::Expected<OwningOpRef<ModuleOp>> imported =
+      importLlama(context, *config, *checkpoint, importOptions);
+  if (!imported)
+    return fail(imported.message());
+  OwningOpRef<ModuleOp> module = imported.take();
+
+  std::error_code error;
+  llvm::sys::fs::create_directories(outputDir);
+  if (!writeText(outputDir + "/model.mlir", printModule(*module)))
+    return fail("cannot write " + outputDir + "/model.mlir");
+
+  // The shared pipeline, then the lowering; diagnostics go to stderr.
+  QLoRAPipelineOptions options;
+  options.r = r;
+  options.loraAlpha = alpha;
+  options.loraDropout = dropout;
+  for (const std::string &module : ::qlora::cli::splitList(targetModules))
+    options.targetModules.push_back(module);
+  options.useRslora = useRslora;
+  options.blockSize = blockSize;
+  options.doubleQuant = doubleQuant;
+  for (const std::string &module : ::qlora::cli::splitList(skipModules))
+    options.skipModules.push_back(module);
+  options.maxGradNorm = clip;
+  options.adamBeta1 = beta1;
+  options.adamBeta2 = beta2;
+  options.adamEpsilon = epsilon;
+  options.weightDecay = decay;
+  options.planMemory = true;
+  PassManager pm(&context);
+  buildQLoRAPipeline(pm, options);
+  if (failed(pm.run(*module)))
+    return fail("the qlora pipeline failed (see the diagnostics above)");
+  std::string summary = trainableParameters(*module);
+  if (!writeText(outputDir + "/train_step.mlir", printModule(*module)))
+    return fail("cannot write " + outputDir + "/train_step.mlir");
+
+  FailureOr<::qlora::StepManifest> manifest = buildManifest(*module);
+  if (failed(manifest))
+    return fail("cannot build the manifest");
+  manifest->library = "step.so";
+  manifest->batchSize = batchSize;
+  manifest->seqLen = seqLen;
+  ::qlora::json::Value facts = ::qlora::json::Value::object();
+  facts.set("model_type", config->modelType);
+  facts.set("vocab_size", config->vocabSize);
+  facts.set("hidden_size", config->hiddenSize);
+  facts.set("num_hidden_layers", config->numLayers);
+  facts.set("max_position_embeddings", config->maxPositionEmbeddings);
+  facts.set("pad_token_id", config->padTokenId);
+  facts.set("model_name_or_path", model);
+  manifest->model = facts;
+  ::qlora::json::Value lora = ::qlora::json::Value::object();
+  lora.set("r", r);
+  lora.set("lora_alpha", alpha);
+  lora.set("lora_dropout", dropout);
+  ::qlora::json::Value targets = ::qlora::json::Value::array();
+  for (const std::string &module : ::qlora::cli::splitList(targetModules))
+    targets.push(module);
+  lora.set("target_modules", std::move(targets));
+  lora.set("use_rslora", useRslora);
+  manifest->lora = lora;
+  ::qlora::json::Value optimizer = ::qlora::json::Value::object();
+  optimizer.set("adam_beta1", beta1);
+  optimizer.set("adam_beta2", beta2);
+  optimizer.set("adam_epsilon", epsilon);
+  optimizer.set("weight_decay", decay);
+  optimizer.set("max_grad_norm", clip);
+  manifest->optimizer = optimizer;
+
+  PassManager lower(&context);
+  lower.addPass(createConvertQLoRAToEmitCPass());
+  if (failed(lower.run(*module)))
+    return fail("lowering to EmitC failed (see the diagnostics above)");
+  std::string cpp;
+  llvm::raw_string_ostream cppStream(cpp);
+  if (failed(emitCpp(*module, cppStream)))
+    return fail("printing C++ failed");
+  if (!writeText(outputDir + "/step.cpp", cpp))
+    return fail("cannot write " + outputDir + "/step.cpp");
+  if (!writeText(outputDir + "/manifest.json",
+                 ::qlora::json::writeIndented(manifest->toJson())))
+    return fail("cannot write " + outputDir + "/manifest.json");
+  ::qlora::Status built = buildLibrary(outputDir, cxx);
+  if (!built)
+    return fail(built.message());
+
+  if (!quiet) {
+    std::printf("%s\n", summary.c_str());
+    std::printf("Compiled %s (%s, %lld layers) for batch %lld x %lld tokens: "
+                "arena %.2f MB, %zu buffers\n",
+                model.c_str(), config->modelType.c_str(),
+                (long long)config->numLayers, (long long)batchSize,
+                (long long)seqLen, double(manifest->arenaBytes) / 1e6,
+                manifest->buffers.size());
+    std::printf("Wrote %s/{model.mlir, train_step.mlir, step.cpp, "
+                "manifest.json, step.so}\n",
+                outputDir.c_str());
+  }
+  return 0;
+}
