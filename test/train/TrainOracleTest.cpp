@@ -1,0 +1,150 @@
+//===- TrainOracleTest.cpp - The compiled step against the reference stack --===//
+//
+// The acceptance test of the end-to-end slice: the oracle's tiny Llama, its
+// initial adapter and batch, compiled by qlora-compile and run by the
+// Trainer, must reproduce what bitsandbytes + PEFT + transformers computed:
+//   * every step's loss within 1% relative of tiny-llama-trajectory.json;
+//   * the step-1 adapter gradients within 5% relative L2 per tensor;
+//   * the adapter after 8 steps close to tiny-llama-adapter-step8.
+// A twin run with a wrong LoRA scale must miss the trajectory: the checks
+// are sharp enough to catch wrong math.
+//
+//===----------------------------------------------------------------------===//
+#include "../runtime/OracleFiles.h"
+#include "../runtime/TempDir.h"
+#include "runtime/Checkpoint.h"
+#include "runtime/train/Trainer.h"
+#include "tools/common/Process.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace qlora {
+namespace {
+
+using testing::TempDir;
+
+double relativeL2(const std::vector<float> &ours,
+                  const std::vector<float> &theirs) {
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    diff += (double(ours[i]) - theirs[i]) * (double(ours[i]) - theirs[i]);
+    norm += double(theirs[i]) * theirs[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+/// Compiles the reference configuration into `dir`.
+Status compileStep(const std::string &dir, const std::string &loraAlpha) {
+  return cli::runProcess(
+      {QLORA_COMPILE_TOOL, "--model_name_or_path",
+       testing::oraclePath("tiny-llama"), "--output_dir", dir,
+       "--per_device_train_batch_size", "2", "--max_seq_length", "64", "--r",
+       "8", "--lora_alpha", loraAlpha, "--lora_dropout", "0",
+       "--target_modules", "all-linear", "--max_grad_norm", "0", "--quiet"});
+}
+
+Expected<std::unique_ptr<Trainer>> referenceTrainer(const std::string &step) {
+  TrainingArguments args;
+  args.model_name_or_path = testing::oraclePath("tiny-llama");
+  args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
+  args.learning_rate = 1e-3;
+  args.lr_scheduler_type = "constant";
+  args.max_steps = 8;
+  args.per_device_train_batch_size = 2;
+  args.max_grad_norm = 0.0;
+  Expected<TokenDataset> data = TokenDataset::open(
+      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
+  if (!data)
+    return data.error();
+  return Trainer::create(step, args, data.take());
+}
+
+std::vector<double> referenceLosses() {
+  Expected<json::Value> trajectory =
+      readJsonFile(testing::oraclePath("tiny-llama-trajectory.json"));
+  std::vector<double> losses;
+  if (trajectory)
+    if (const json::Value *list = trajectory->find("losses"))
+      for (const json::Value &loss : list->asArray())
+        losses.push_back(loss.asDouble());
+  return losses;
+}
+
+TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
+  QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
+  TempDir dir;
+  ASSERT_TRUE(compileStep(dir.file("step"), "16"));
+  Expected<std::unique_ptr<Trainer>> trainer =
+      referenceTrainer(dir.file("step"));
+  ASSERT_TRUE(trainer) << trainer.message();
+
+  Expected<AdapterWeights> grads =
+      readPeftAdapter(testing::oraclePath("tiny-llama-grads-step1.safetensors"));
+  ASSERT_TRUE(grads) << grads.message();
+  ASSERT_EQ(grads->size(), 28u);
+  int checked = 0;
+  auto compareGradients = [&](const Trainer &t) {
+    for (const auto &[name, expected] : *grads) {
+      Expected<std::vector<float>> ours = t.readFloats("grad:" + name);
+      ASSERT_TRUE(ours) << ours.message();
+      EXPECT_LT(relativeL2(*ours, expected.values), 0.05) << name;
+      ++checked;
+    }
+  };
+
+  std::vector<double> expected = referenceLosses();
+  ASSERT_EQ(expected.size(), 8u);
+  for (size_t step = 0; step < expected.size(); ++step) {
+    Expected<StepRecord> record =
+        step == 0 ? (*trainer)->step(compareGradients) : (*trainer)->step();
+    ASSERT_TRUE(record) << record.message();
+    EXPECT_NEAR(record->loss, expected[step], 0.01 * expected[step])
+        << "step " << step + 1;
+  }
+  EXPECT_EQ(checked, 28);
+
+  Expected<AdapterWeights> initial =
+      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-init"));
+  Expected<AdapterWeights> final =
+      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-step8"));
+  ASSERT_TRUE(initial && final);
+  AdapterWeights ours = (*trainer)->adapter();
+  ASSERT_EQ(ours.size(), final->size());
+  for (const auto &[name, reference] : *final) {
+    const std::vector<float> &mine = ours.at(name).values;
+    const std::vector<float> &start = initial->at(name).values;
+    // Close in absolute terms, and the 8-step update itself agrees: the
+    // difference is small next to how far the adapter moved.
+    double moved = 0.0, off = 0.0;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      moved += (double(reference.values[i]) - start[i]) *
+               (double(reference.values[i]) - start[i]);
+      off += (double(mine[i]) - reference.values[i]) *
+             (double(mine[i]) - reference.values[i]);
+    }
+    EXPECT_LT(relativeL2(mine, reference.values), 0.01) << name;
+    EXPECT_LT(std::sqrt(off / moved), 0.1) << name;
+  }
+}
+
+TEST(TrainOracle, AWrongLoraScaleMissesTheTrajectory) {
+  QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
+  TempDir dir;
+  ASSERT_TRUE(compileStep(dir.file("step"), "32")); // scale 4 instead of 2
+  Expected<std::unique_ptr<Trainer>> trainer =
+      referenceTrainer(dir.file("step"));
+  ASSERT_TRUE(trainer) << trainer.message();
+  std::vector<double> expected = referenceLosses();
+  int outside = 0;
+  for (double loss : expected) {
+    Expected<StepRecord> record = (*trainer)->step();
+    ASSERT_TRUE(record) << record.message();
+    outside += std::fabs(record->loss - loss) > 0.01 * loss;
+  }
+  EXPECT_GT(outside, 0) << "the trajectory check cannot tell a wrong scale";
+}
+
+} // namespace
+} // namespace qlora
