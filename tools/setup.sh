@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine, builds the project, and runs a job.
 #
-#   tools/setup.sh demo    build, then quantize the built-in tiny Llama
+#   tools/setup.sh demo    build, then compile and fine-tune the built-in tiny
+#                          Llama on the built-in text, writing a PEFT adapter
 #   tools/setup.sh test    build, then run every test (ctest: GoogleTest + lit)
 #   tools/setup.sh build   install what is missing and build only
 #
@@ -17,7 +18,7 @@ job="${1:-build}"
 
 case "$job" in
   demo|test|build) ;;
-  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "setup.sh: unknown job '$job' (expected demo, test or build)" >&2; exit 2 ;;
 esac
 
@@ -54,7 +55,9 @@ cmake --build "$build" -j "$jobs"
 
 case "$job" in
   demo)
-    "$build/bin/qlora-quantize" --demo "$build/demo"
+    "$build/bin/qlora-train" --output_dir "$build/demo" --max_steps 300 \
+      --learning_rate 3e-3 --lr_scheduler_type cosine --warmup_steps 10 \
+      --per_device_train_batch_size 4 --max_seq_length 128 --logging_steps 25
     ;;
   test)
     cd "$build"

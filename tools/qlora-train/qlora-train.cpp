@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
   args.max_steps = 20;
   std::string stepDir, targetModules = "all-linear", loraAlpha = "16";
   std::string loraDropout = "0.0";
-  int64_t r = 8, seqLen = 64, seed = 42;
+  int64_t r = 8, seqLen = 64, seed = 42, loggingSteps = 10;
   bool useRslora = false, quiet = false;
   std::string learningRate = "2e-4", maxGradNorm = "1.0", weightDecay = "0.0";
   std::string beta1 = "0.9", beta2 = "0.999", epsilon = "1e-8";
@@ -143,6 +143,9 @@ int main(int argc, char **argv) {
   commandLine.option("logging_file", "FILE",
                      "JSON lines log (default: OUTPUT_DIR/train_log.jsonl)",
                      &args.logging_file);
+  commandLine.option("logging_steps", "N",
+                     "print a line every N steps when not on a terminal",
+                     &loggingSteps);
   commandLine.flag("quiet", "print only the summary", &quiet);
   Status parsed = commandLine.parse(argc, argv);
   if (!parsed)
@@ -277,7 +280,9 @@ int main(int argc, char **argv) {
       firstLoss = record->loss;
     lastLoss = record->loss;
     seconds += record->seconds;
-    if (!quiet)
+    bool due = record->step == 1 || record->step == args.max_steps ||
+               (loggingSteps > 0 && record->step % loggingSteps == 0);
+    if (!quiet && (interactive || due))
       drawProgress(*record, args.max_steps, interactive);
   }
 
