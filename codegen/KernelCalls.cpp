@@ -7,6 +7,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cstdio>
+
 namespace mlir::qlora {
 namespace {
 
@@ -332,10 +334,13 @@ private:
   }
 
   LogicalResult checkDropout(Operation *op, float dropout) {
-    if (dropout != 0.0f)
-      return op->emitError() << "lora_dropout " << dropout
+    if (dropout != 0.0f) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%g", double(dropout));
+      return op->emitError() << "lora_dropout " << text
                              << " is not supported by the cpu backend yet; "
                                 "use 0";
+    }
     return success();
   }
 

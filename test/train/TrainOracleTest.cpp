@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 namespace qlora {
 namespace {
@@ -144,6 +145,74 @@ TEST(TrainOracle, AWrongLoraScaleMissesTheTrajectory) {
     outside += std::fabs(record->loss - loss) > 0.01 * loss;
   }
   EXPECT_GT(outside, 0) << "the trajectory check cannot tell a wrong scale";
+}
+
+TEST(TrainOracle, AccumulatingTheSameBatchTwiceChangesNothing) {
+  // Two micro-batches of the one oracle batch, each seeded with 1/2, give
+  // the gradients of one batch: the trajectory must not move.
+  QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
+  TempDir dir;
+  ASSERT_TRUE(compileStep(dir.file("step"), "16"));
+  TrainingArguments args;
+  args.model_name_or_path = testing::oraclePath("tiny-llama");
+  args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
+  args.learning_rate = 1e-3;
+  args.lr_scheduler_type = "constant";
+  args.max_steps = 3;
+  args.per_device_train_batch_size = 2;
+  args.gradient_accumulation_steps = 2;
+  args.max_grad_norm = 0.0;
+  Expected<TokenDataset> data = TokenDataset::open(
+      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
+  ASSERT_TRUE(data) << data.message();
+  Expected<std::unique_ptr<Trainer>> trainer =
+      Trainer::create(dir.file("step"), args, data.take());
+  ASSERT_TRUE(trainer) << trainer.message();
+  std::vector<double> expected = referenceLosses();
+  for (size_t step = 0; step < 3; ++step) {
+    Expected<StepRecord> record = (*trainer)->step();
+    ASSERT_TRUE(record) << record.message();
+    EXPECT_NEAR(record->loss, expected[step], 0.01 * expected[step]);
+  }
+}
+
+TEST(TrainOracle, ABaseModelOfAnotherShapeIsRefusedAtLoad) {
+  QLORA_REQUIRE_ORACLE("tiny-llama");
+  TempDir dir;
+  ASSERT_TRUE(compileStep(dir.file("step"), "16"));
+  // A copy of the oracle model whose k_proj is narrower than compiled for.
+  Expected<CheckpointDir> source =
+      CheckpointDir::open(testing::oraclePath("tiny-llama"));
+  ASSERT_TRUE(source);
+  SafetensorsWriter writer;
+  std::vector<uint16_t> narrow(64 * 256);
+  for (const std::string &name : source->tensorNames()) {
+    CheckpointTensor tensor = *source->get(name);
+    ByteSpan bytes = tensor.file->data(*tensor.info);
+    if (name == "model.layers.0.self_attn.k_proj.weight")
+      ASSERT_TRUE(writer.add(name, DType::BF16, {64, 256}, narrow.data(),
+                             narrow.size() * 2));
+    else
+      ASSERT_TRUE(writer.add(name, tensor.info->dtype, tensor.info->shape,
+                             bytes.data, bytes.size));
+  }
+  std::filesystem::create_directories(dir.file("model"));
+  ASSERT_TRUE(writer.write(dir.file("model/model.safetensors")));
+  TrainingArguments args;
+  args.model_name_or_path = dir.file("model");
+  args.per_device_train_batch_size = 2;
+  args.max_grad_norm = 0.0;
+  Expected<TokenDataset> data = TokenDataset::open(
+      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
+  ASSERT_TRUE(data);
+  Expected<std::unique_ptr<Trainer>> trainer =
+      Trainer::create(dir.file("step"), args, data.take());
+  ASSERT_FALSE(trainer);
+  EXPECT_NE(trainer.message().find("'model.layers.0.self_attn.k_proj.weight' "
+                                   "has shape [64, 256] but the step was "
+                                   "compiled for [128, 256]"),
+            std::string::npos)
+      << trainer.message();
 }
 
 } // namespace
