@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <set>
 
 namespace qlora {
 namespace {
@@ -371,11 +372,17 @@ LoraSettings Trainer::loraSettings() const {
   settings.lora_dropout = jsonNumber(lora, "lora_dropout", 0);
   if (const json::Value *rslora = lora.find("use_rslora"))
     settings.use_rslora = rslora->isBool() && rslora->asBool();
-  if (const json::Value *targets = lora.find("target_modules"))
-    if (targets->isArray())
-      for (const json::Value &module : targets->asArray())
-        if (module.isString())
-          settings.target_modules.push_back(module.asString());
+  // PEFT records the module names it adapted (not "all-linear"), so the
+  // names come from the adapter tensors: <path>.<module>.lora_A.weight.
+  std::set<std::string> modules;
+  for (const BufferInfo &buffer : manifest().buffers) {
+    size_t at = buffer.name.find(".lora_A.");
+    if (buffer.role != BufferRole::Trainable || at == std::string::npos)
+      continue;
+    size_t dot = buffer.name.rfind('.', at - 1);
+    modules.insert(buffer.name.substr(dot + 1, at - dot - 1));
+  }
+  settings.target_modules.assign(modules.begin(), modules.end());
   settings.base_model_name_or_path = args_.model_name_or_path;
   return settings;
 }
