@@ -24,6 +24,8 @@ using ::qlora::BufferRole;
 
 /// The output slot that receives the value @train_step returns.
 inline constexpr llvm::StringLiteral kLossSlot = "loss";
+/// The per-call seed of LoRA dropout masks, an input the host writes.
+inline constexpr llvm::StringLiteral kDropoutSeedSlot = "dropout_seed";
 
 /// A named, persistent slot of the arena.
 struct PlannedBuffer {

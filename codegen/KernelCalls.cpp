@@ -7,7 +7,6 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
-#include <cstdio>
 
 namespace mlir::qlora {
 namespace {
@@ -188,35 +187,64 @@ public:
           return success();
         })
         .Case<LoraOp>([&](LoraOp lora) -> LogicalResult {
-          if (failed(checkDropout(lora, lora.getDropout().convertToFloat())))
+          float p = lora.getDropout().convertToFloat();
+          if (p == 0.0f) {
+            emit(loraCall("lora", lora.getInput(), lora.getLoraA(),
+                          lora.getLoraB(), lora.getScale().convertToFloat())
+                     .i64(offset(lora)).take());
+            return success();
+          }
+          FailureOr<std::pair<int64_t, int64_t>> stream =
+              dropoutStream(lora, lora.getDropoutStream());
+          if (failed(stream))
             return failure();
-          emit(loraCall("lora", lora.getInput(), lora.getLoraA(),
+          emit(loraCall("loraDropout", lora.getInput(), lora.getLoraA(),
                         lora.getLoraB(), lora.getScale().convertToFloat())
+                   .f32(p).i64(stream->first).i64(stream->second).i64(0)
                    .i64(offset(lora)).take());
           return success();
         })
         .Case<LoraLinearOp>([&](LoraLinearOp lora) -> LogicalResult {
-          if (failed(checkDropout(lora, lora.getDropout().convertToFloat())) ||
-              failed(lowerProjection(lora, lora.getInput(), lora.getWeight(),
+          if (failed(lowerProjection(lora, lora.getInput(), lora.getWeight(),
                                      lora.getResult())))
             return failure();
-          emit(loraCall("loraAdd", lora.getInput(), lora.getLoraA(),
+          float p = lora.getDropout().convertToFloat();
+          if (p == 0.0f) {
+            emit(loraCall("loraAdd", lora.getInput(), lora.getLoraA(),
+                          lora.getLoraB(), lora.getScale().convertToFloat())
+                     .i64(offset(lora)).take());
+            return success();
+          }
+          FailureOr<std::pair<int64_t, int64_t>> stream =
+              dropoutStream(lora, lora.getDropoutStream());
+          if (failed(stream))
+            return failure();
+          emit(loraCall("loraDropout", lora.getInput(), lora.getLoraA(),
                         lora.getLoraB(), lora.getScale().convertToFloat())
+                   .f32(p).i64(stream->first).i64(stream->second).i64(1)
                    .i64(offset(lora)).take());
           return success();
         })
         .Case<LoraGradOp>([&](LoraGradOp grad) -> LogicalResult {
-          if (failed(checkDropout(grad, grad.getDropout().convertToFloat())))
-            return failure();
           ArrayRef<int64_t> a = shapeOf(grad.getLoraA());
           ArrayRef<int64_t> b = shapeOf(grad.getLoraB());
           int64_t K = a[1], r = a[0], N = b[0];
-          emit(call("loraGrad").i64(offset(grad.getInput()))
-                   .i64(offset(grad.getLoraA())).i64(offset(grad.getLoraB()))
-                   .i64(offset(grad.getDy())).i64(numElements(grad.getInput()) / K)
-                   .i64(N).i64(K).i64(r).f32(grad.getScale().convertToFloat())
-                   .i64(offset(grad.getDx())).i64(offset(grad.getDa()))
-                   .i64(offset(grad.getDb())));
+          float p = grad.getDropout().convertToFloat();
+          CallBuilder builder = call(p == 0.0f ? "loraGrad" : "loraGradDropout");
+          builder.i64(offset(grad.getInput())).i64(offset(grad.getLoraA()))
+              .i64(offset(grad.getLoraB())).i64(offset(grad.getDy()))
+              .i64(numElements(grad.getInput()) / K).i64(N).i64(K).i64(r)
+              .f32(grad.getScale().convertToFloat());
+          if (p != 0.0f) {
+            FailureOr<std::pair<int64_t, int64_t>> stream =
+                dropoutStream(grad, grad.getDropoutStream());
+            if (failed(stream))
+              return failure();
+            builder.f32(p).i64(stream->first).i64(stream->second);
+          }
+          builder.i64(offset(grad.getDx())).i64(offset(grad.getDa()))
+              .i64(offset(grad.getDb()));
+          emit(builder);
           return success();
         })
         .Case<CrossEntropyOp>([&](CrossEntropyOp loss) -> LogicalResult {
@@ -333,15 +361,18 @@ private:
     return builder;
   }
 
-  LogicalResult checkDropout(Operation *op, float dropout) {
-    if (dropout != 0.0f) {
-      char text[32];
-      std::snprintf(text, sizeof text, "%g", double(dropout));
-      return op->emitError() << "lora_dropout " << text
-                             << " is not supported by the cpu backend yet; "
-                                "use 0";
-    }
-    return success();
+  /// The stream of a branch with dropout and the offset of the seed slot.
+  FailureOr<std::pair<int64_t, int64_t>>
+  dropoutStream(Operation *op, std::optional<uint64_t> stream) {
+    if (!stream)
+      return op->emitError() << "a LoRA branch with dropout needs a "
+                                "dropout_stream (qlora-build-train-step "
+                                "assigns them)";
+    auto seed = slots_.find(kDropoutSeedSlot);
+    if (seed == slots_.end())
+      return op->emitError() << "no planned '" << kDropoutSeedSlot
+                             << "' slot; run qlora-plan-memory";
+    return std::make_pair(int64_t(*stream), seed->second);
   }
 
 public:

@@ -173,6 +173,13 @@ private:
       else if (auto assign = dyn_cast<AssignOp>(op))
         result = addSlot(slots, assign.getSlot(), BufferRole::State,
                          assign.getValue().getType(), &op);
+      else if (isa<LoraOp, LoraLinearOp, LoraGradOp>(op) &&
+               op.getAttrOfType<FloatAttr>("dropout") &&
+               op.getAttrOfType<FloatAttr>("dropout").getValueAsDouble() != 0)
+        result = addSlot(slots, kDropoutSeedSlot, BufferRole::Input,
+                         RankedTensorType::get(
+                             {}, IntegerType::get(op.getContext(), 32)),
+                         &op);
       else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
         if (ret.getNumOperands() > 1)
           return ret.emitError() << "qlora-plan-memory: an entry function "

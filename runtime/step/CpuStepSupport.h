@@ -256,6 +256,76 @@ inline void loraGrad(StepContext *c, int64_t x, int64_t A, int64_t B,
                     N, K, r, scale, c->f32(dA), c->f32(dB), c->f32(dx));
 }
 
+// --- LoRA dropout --------------------------------------------------------------
+//
+// PEFT applies nn.Dropout(p) to the input of each LoRA branch (never to the
+// base projection). Here the mask is a pure function of (seed, stream,
+// element): the host draws a seed per micro-batch, each branch of the step
+// has its own stream, and the backward redraws the very mask the forward
+// used instead of storing it.
+
+/// Whether element `index` of stream `stream` is dropped, at rate `p`.
+inline bool dropped(uint32_t seed, uint32_t stream, uint64_t index, float p) {
+  uint64_t z = (uint64_t(seed) << 32 | stream) + index * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return double(z >> 11) * 0x1.0p-53 < double(p);
+}
+
+/// out = dropout(x): dropped elements are zero, kept ones scaled by 1/(1-p).
+inline void applyDropout(const float *x, int64_t n, float p, uint32_t seed,
+                         uint32_t stream, float *out) {
+  float keep = 1.0f / (1.0f - p);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = dropped(seed, stream, uint64_t(i), p) ? 0.0f : x[i] * keep;
+}
+
+inline uint32_t dropoutSeed(StepContext *c, int64_t seed) {
+  return uint32_t(*c->i32(seed));
+}
+
+/// The LoRA branch on dropout(x), alone (lora) or added to y (lora_linear).
+inline void loraDropout(StepContext *c, int64_t x, int64_t A, int64_t B,
+                        int64_t M, int64_t N, int64_t K, int64_t r,
+                        float scale, float p, int64_t stream, int64_t seed,
+                        int64_t accumulate, int64_t y) {
+  if (c->failed())
+    return;
+  std::vector<float> dropped(size_t(M * K)), xa(size_t(M * r));
+  applyDropout(c->f32(x), M * K, p, dropoutSeed(c, seed), uint32_t(stream),
+               dropped.data());
+  if (!accumulate)
+    cpu::fill(c->f32(y), M * N, 0.0f);
+  cpu::loraForward(dropped.data(), c->f32(A), c->f32(B), M, N, K, r, scale,
+                   xa.data(), c->f32(y));
+}
+
+/// Gradients of a branch with dropout: the mask is redrawn; dx passes
+/// through it.
+inline void loraGradDropout(StepContext *c, int64_t x, int64_t A, int64_t B,
+                            int64_t dy, int64_t M, int64_t N, int64_t K,
+                            int64_t r, float scale, float p, int64_t stream,
+                            int64_t seed, int64_t dx, int64_t dA,
+                            int64_t dB) {
+  if (c->failed())
+    return;
+  uint32_t seedValue = dropoutSeed(c, seed);
+  std::vector<float> masked(size_t(M * K)), xa(size_t(M * r));
+  applyDropout(c->f32(x), M * K, p, seedValue, uint32_t(stream),
+               masked.data());
+  cpu::gemm(false, true, M, r, K, 1.0f, masked.data(), K, c->f32(A), K, 0.0f,
+            xa.data(), r);
+  cpu::fill(c->f32(dA), r * K, 0.0f);
+  cpu::fill(c->f32(dB), N * r, 0.0f);
+  std::vector<float> dMasked(size_t(M * K), 0.0f);
+  cpu::loraBackward(masked.data(), c->f32(A), c->f32(B), xa.data(),
+                    c->f32(dy), M, N, K, r, scale, c->f32(dA), c->f32(dB),
+                    dMasked.data());
+  applyDropout(dMasked.data(), M * K, p, seedValue, uint32_t(stream),
+               c->f32(dx));
+}
+
 // --- Loss -----------------------------------------------------------------------
 
 /// Labels shifted by one within each row: position t predicts label t + 1;

@@ -286,6 +286,13 @@ Expected<StepRecord> Trainer::step(const GradientObserver &observer) {
     // The backward is seeded with 1/micro, so the accumulated gradients are
     // those of the mean loss, as the Trainer's loss scaling makes them.
     writeScalar("grad_scale", 1.0f / float(micro));
+    if (const BufferInfo *seed = manifest().find("dropout_seed")) {
+      // A fresh dropout mask per micro-batch, reproducible from --seed.
+      uint64_t mixed = (args_.seed + 1) * 0x9e3779b97f4a7c15ull ^
+                       uint64_t(stepsTaken_ * micro + i + 1) * 0xbf58476d1ce4e5b9ull;
+      int32_t value = int32_t(uint32_t(mixed >> 32));
+      std::memcpy(arena_ + seed->offset, &value, sizeof value);
+    }
     QLORA_RETURN_IF_ERROR(library_.call("train_step", arena_));
     float value = *floats(**loss);
     if (!std::isfinite(value))

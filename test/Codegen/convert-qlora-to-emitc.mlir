@@ -35,13 +35,36 @@ module {
 
 // -----
 
+// Tests that a branch with dropout reads the per-call seed the plan adds and
+// passes its stream, in the forward and in the backward.
+// CHECK-LABEL: module attributes
+// CHECK-SAME: {bytes = 4 : i64, name = "dropout_seed", offset = [[SEED:[0-9]+]] : i64, role = "input", type = tensor<i32>}
+// CHECK: call_opaque "qlora::step::loraDropout"(%{{.*}}) {args = [0 : index, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, 4, 8, 16, 2, 2.000000e+00 : f32, 1.000000e-01 : f32, 3, [[SEED]], 0, {{[0-9]+}}]}
+// CHECK: call_opaque "qlora::step::loraGradDropout"(%{{.*}}) {args = [0 : index, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, 4, 8, 16, 2, 2.000000e+00 : f32, 1.000000e-01 : f32, 3, [[SEED]],
 // expected-remark @below {{arena}}
 module {
   func.func @train_step() {
     %x = qlora.input "x" : tensor<4x16xf32>
     %a = qlora.param "a" {trainable} : tensor<2x16xf32>
     %b = qlora.param "b" {trainable} : tensor<8x2xf32>
-    // expected-error @below {{lora_dropout 0.1 is not supported by the cpu backend yet; use 0}}
+    %y = qlora.lora %x, %a, %b {scale = 2.0 : f32, dropout = 0.1 : f32, dropout_stream = 3 : i64} : (tensor<4x16xf32>, tensor<2x16xf32>, tensor<8x2xf32>) -> tensor<4x8xf32>
+    %dx, %da, %db = qlora.lora_grad %x, %a, %b, %y {scale = 2.0 : f32, dropout = 0.1 : f32, dropout_stream = 3 : i64} : (tensor<4x16xf32>, tensor<2x16xf32>, tensor<8x2xf32>, tensor<4x8xf32>) -> (tensor<4x16xf32>, tensor<2x16xf32>, tensor<8x2xf32>)
+    return
+  }
+  func.func @apply_gradients() {
+    return
+  }
+}
+
+// -----
+
+// expected-remark @below {{arena}}
+module {
+  func.func @train_step() {
+    %x = qlora.input "x" : tensor<4x16xf32>
+    %a = qlora.param "a" {trainable} : tensor<2x16xf32>
+    %b = qlora.param "b" {trainable} : tensor<8x2xf32>
+    // expected-error @below {{a LoRA branch with dropout needs a dropout_stream (qlora-build-train-step assigns them)}}
     %y = qlora.lora %x, %a, %b {scale = 2.0 : f32, dropout = 0.1 : f32} : (tensor<4x16xf32>, tensor<2x16xf32>, tensor<8x2xf32>) -> tensor<4x8xf32>
     return
   }
