@@ -111,6 +111,11 @@ TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
   Expected<AdapterWeights> final =
       readPeftAdapter(testing::oraclePath("tiny-llama-adapter-step8"));
   ASSERT_TRUE(initial && final);
+  // PEFT records the adapted module names, never "all-linear".
+  EXPECT_EQ((*trainer)->loraSettings().target_modules,
+            (std::vector<std::string>{"down_proj", "gate_proj", "k_proj",
+                                      "o_proj", "q_proj", "up_proj",
+                                      "v_proj"}));
   AdapterWeights ours = (*trainer)->adapter();
   ASSERT_EQ(ours.size(), final->size());
   for (const auto &[name, reference] : *final) {
