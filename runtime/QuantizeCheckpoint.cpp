@@ -5,6 +5,7 @@
 #include "runtime/Float16.h"
 #include "runtime/Json.h"
 #include "runtime/Parallel.h"
+#include "runtime/TensorData.h"
 
 #include <algorithm>
 #include <chrono>
@@ -18,38 +19,6 @@ namespace qlora {
 namespace fs = std::filesystem;
 namespace {
 
-Expected<ElementType> elementTypeOf(const TensorInfo &info) {
-  switch (info.dtype) {
-  case DType::BF16:
-    return ElementType::BF16;
-  case DType::F16:
-    return ElementType::F16;
-  case DType::F32:
-    return ElementType::F32;
-  default:
-    return makeError("tensor '{}': cannot quantize dtype {}, expected BF16, "
-                     "F16 or F32",
-                     info.name, dtypeName(info.dtype));
-  }
-}
-
-float loadAsFloat(const uint8_t *data, ElementType type, int64_t index) {
-  uint16_t half;
-  float value;
-  switch (type) {
-  case ElementType::BF16:
-    std::memcpy(&half, data + 2 * index, 2);
-    return bf16ToFloat(half);
-  case ElementType::F16:
-    std::memcpy(&half, data + 2 * index, 2);
-    return fp16ToFloat(half);
-  case ElementType::F32:
-    std::memcpy(&value, data + 4 * index, 4);
-    return value;
-  }
-  return 0.0f;
-}
-
 /// Error of the written weight against the input, in fp32.
 void measureError(const uint8_t *input, ElementType type,
                   const NF4Weight &weight, QuantizedTensorReport &report) {
@@ -59,7 +28,7 @@ void measureError(const uint8_t *input, ElementType type,
   std::vector<float> absmax = weight.blockAbsmax();
   double errorSquares = 0.0, valueSquares = 0.0, maxRelative = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    double x = loadAsFloat(input, type, i);
+    double x = loadFloat(input, type, i);
     double error = std::fabs(x - double(restored[i]));
     errorSquares += error * error;
     valueSquares += x * x;
@@ -76,23 +45,6 @@ bool isWeightsFile(const std::string &name) {
   return name == "config.json" ||
          name.find(".safetensors") != std::string::npos ||
          name.find(".bin") != std::string::npos;
-}
-
-Status writeFileAtomically(const std::string &path, const std::string &text) {
-  std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out)
-      return makeError("{}: cannot write", temporary);
-  }
-  std::error_code error;
-  fs::rename(temporary, path, error);
-  if (error)
-    return makeError("{}: cannot rename into place: {}", path,
-                     error.message());
-  return Status::ok();
 }
 
 /// Copies tokenizer files, generation_config.json and the like.
@@ -200,7 +152,7 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
     tensorReport.shape = info.shape;
     tensorReport.bytesIn = int64_t(bytes.size);
     if (bnb::shouldQuantize(name, info.shape, options.config)) {
-      Expected<ElementType> type = elementTypeOf(info);
+      Expected<ElementType> type = floatElementType(info);
       if (!type)
         return type.error().withContext(tensor->file->path());
       Expected<NF4Weight> weight =

@@ -4,6 +4,7 @@
 #include "runtime/Float16.h"
 #include "runtime/Json.h"
 #include "runtime/Safetensors.h"
+#include "runtime/TensorData.h"
 
 #include <cerrno>
 #include <cmath>
@@ -50,17 +51,6 @@ std::vector<uint16_t> normalBf16(Random &random, int64_t count, double std) {
   for (uint16_t &value : values)
     value = floatToBf16(float(random.normal() * std));
   return values;
-}
-
-Status writeText(const std::string &path, const std::string &text) {
-  std::FILE *file = std::fopen(path.c_str(), "wb");
-  if (!file)
-    return makeError("{}: cannot create: {}", path, std::strerror(errno));
-  bool ok = std::fwrite(text.data(), 1, text.size(), file) == text.size();
-  ok = std::fclose(file) == 0 && ok;
-  if (!ok)
-    return makeError("{}: write failed: {}", path, std::strerror(errno));
-  return Status::ok();
 }
 
 json::Value configJson() {
@@ -142,11 +132,11 @@ Status writeTinyLlama(const std::string &dir, uint64_t seed) {
 
   QLORA_RETURN_IF_ERROR(writer.write(dir + "/model.safetensors"));
   QLORA_RETURN_IF_ERROR(
-      writeText(dir + "/config.json", json::writeIndented(configJson())));
+      writeFileAtomically(dir + "/config.json", json::writeIndented(configJson())));
   json::Value generation = json::Value::object();
   generation.set("bos_token_id", 1);
   generation.set("eos_token_id", 2);
-  return writeText(dir + "/generation_config.json",
+  return writeFileAtomically(dir + "/generation_config.json",
                    json::writeIndented(generation));
 }
 

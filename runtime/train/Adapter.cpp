@@ -2,7 +2,7 @@
 #include "runtime/train/Adapter.h"
 
 #include "runtime/Checkpoint.h"
-#include "runtime/Float16.h"
+#include "runtime/TensorData.h"
 #include "runtime/Json.h"
 #include "runtime/Safetensors.h"
 
@@ -57,23 +57,6 @@ json::Value configJson(const LoraSettings &settings) {
   return config;
 }
 
-Status writeTextAtomically(const std::string &path, const std::string &text) {
-  std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out)
-      return makeError("{}: cannot write", temporary);
-  }
-  std::error_code error;
-  fs::rename(temporary, path, error);
-  if (error)
-    return makeError("{}: cannot rename into place: {}", path,
-                     error.message());
-  return Status::ok();
-}
-
 } // namespace
 
 Status writePeftAdapter(const std::string &dir, const LoraSettings &settings,
@@ -89,7 +72,7 @@ Status writePeftAdapter(const std::string &dir, const LoraSettings &settings,
                                          tensor.values.data(),
                                          tensor.values.size() * sizeof(float)));
   QLORA_RETURN_IF_ERROR(writer.write(dir + "/adapter_model.safetensors"));
-  return writeTextAtomically(dir + "/adapter_config.json",
+  return writeFileAtomically(dir + "/adapter_config.json",
                              json::writeIndented(configJson(settings)));
 }
 
@@ -102,30 +85,11 @@ Expected<AdapterWeights> readPeftAdapter(const std::string &path) {
     return opened.error();
   AdapterWeights weights;
   for (const TensorInfo &info : opened->tensors()) {
-    if (info.dtype != DType::F32 && info.dtype != DType::BF16 &&
-        info.dtype != DType::F16)
-      return makeError("{}: tensor '{}': expects a float dtype, got {}", file,
-                       info.name, dtypeName(info.dtype));
     AdapterTensor tensor;
     tensor.shape = info.shape;
     tensor.values.resize(info.numElements());
-    ByteSpan bytes = opened->data(info);
-    for (int64_t i = 0; i < info.numElements(); ++i) {
-      uint16_t half;
-      switch (info.dtype) {
-      case DType::F32:
-        std::memcpy(&tensor.values[i], bytes.data + 4 * i, 4);
-        break;
-      case DType::BF16:
-        std::memcpy(&half, bytes.data + 2 * i, 2);
-        tensor.values[i] = bf16ToFloat(half);
-        break;
-      default:
-        std::memcpy(&half, bytes.data + 2 * i, 2);
-        tensor.values[i] = fp16ToFloat(half);
-        break;
-      }
-    }
+    QLORA_RETURN_IF_ERROR(
+        copyAsFloats(info, opened->data(info), tensor.values.data(), file));
     std::string name = canonicalAdapterName(info.name);
     if (!weights.emplace(name, std::move(tensor)).second)
       return makeError("{}: tensor '{}' appears twice (with and without "

@@ -3,7 +3,7 @@
 
 #include "runtime/BnbFormat.h"
 #include "runtime/Checkpoint.h"
-#include "runtime/Float16.h"
+#include "runtime/TensorData.h"
 
 #include <chrono>
 #include <cmath>
@@ -24,49 +24,6 @@ std::string shapeText(const std::vector<int64_t> &shape) {
 
 bool startsWith(const std::string &text, const std::string &prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
-}
-
-/// Converts a checkpoint tensor to fp32.
-Status toFloats(const CheckpointTensor &tensor, float *out) {
-  const TensorInfo &info = *tensor.info;
-  ByteSpan bytes = tensor.file->data(info);
-  int64_t n = info.numElements();
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t half;
-    switch (info.dtype) {
-    case DType::F32:
-      std::memcpy(&out[i], bytes.data + 4 * i, 4);
-      break;
-    case DType::BF16:
-      std::memcpy(&half, bytes.data + 2 * i, 2);
-      out[i] = bf16ToFloat(half);
-      break;
-    case DType::F16:
-      std::memcpy(&half, bytes.data + 2 * i, 2);
-      out[i] = fp16ToFloat(half);
-      break;
-    default:
-      return makeError("{}: tensor '{}': expects a float dtype, got {}",
-                       tensor.file->path(), info.name,
-                       dtypeName(info.dtype));
-    }
-  }
-  return Status::ok();
-}
-
-Expected<ElementType> elementTypeOf(const CheckpointTensor &tensor) {
-  switch (tensor.info->dtype) {
-  case DType::BF16:
-    return ElementType::BF16;
-  case DType::F16:
-    return ElementType::F16;
-  case DType::F32:
-    return ElementType::F32;
-  default:
-    return makeError("{}: tensor '{}': cannot quantize dtype {}",
-                     tensor.file->path(), tensor.info->name,
-                     dtypeName(tensor.info->dtype));
-  }
 }
 
 double jsonNumber(const json::Value &object, const char *key, double fallback) {
@@ -194,13 +151,15 @@ Status Trainer::loadBaseModel() {
         return makeError("buffer '{}': frozen buffers of dtype {} are not "
                          "supported by this runtime",
                          buffer.name, dtypeName(buffer.dtype));
-      QLORA_RETURN_IF_ERROR(toFloats(*tensor, floats(buffer)));
+      QLORA_RETURN_IF_ERROR(copyAsFloats(*tensor->info,
+                                         tensor->file->data(*tensor->info),
+                                         floats(buffer), tensor->file->path()));
       continue;
     }
     // Quantize a bf16/fp16/fp32 weight on load, as bitsandbytes does.
-    Expected<ElementType> type = elementTypeOf(*tensor);
+    Expected<ElementType> type = floatElementType(*tensor->info);
     if (!type)
-      return type.error();
+      return type.error().withContext(tensor->file->path());
     ByteSpan bytes = tensor->file->data(*tensor->info);
     Expected<NF4Weight> weight =
         quantizeWeight(bytes.data, *type, buffer.shape, buffer.blockSize,

@@ -56,6 +56,23 @@ void CommandLine::option(std::string name, std::string metavar,
   options_.push_back(std::move(option));
 }
 
+void CommandLine::option(std::string name, std::string metavar,
+                         std::string help, double *value) {
+  Option option{std::move(name), std::move(metavar), std::move(help),
+                fmt::format("{}", *value), false, nullptr};
+  std::string flagName = option.name;
+  option.set = [value, flagName](const std::string &text) -> Status {
+    char *end = nullptr;
+    errno = 0;
+    double parsed = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || errno == ERANGE)
+      return makeError("--{} expects a number, got '{}'", flagName, text);
+    *value = parsed;
+    return Status::ok();
+  };
+  options_.push_back(std::move(option));
+}
+
 void CommandLine::flag(std::string name, std::string help, bool *value) {
   Option option{std::move(name), "", std::move(help),
                 *value ? "true" : "false", true, nullptr};

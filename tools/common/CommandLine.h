@@ -29,6 +29,9 @@ public:
   /// An integer flag.
   void option(std::string name, std::string metavar, std::string help,
               int64_t *value);
+  /// A floating-point flag; shown in --help with Python's formatting.
+  void option(std::string name, std::string metavar, std::string help,
+              double *value);
   /// A boolean flag: `--name`, `--name=true|false|1|0`.
   void flag(std::string name, std::string help, bool *value);
 

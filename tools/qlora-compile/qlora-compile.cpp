@@ -142,9 +142,8 @@ int main(int argc, char **argv) {
   std::string model, outputDir, targetModules = "all-linear", cxx;
   std::string skipModules;
   int64_t batchSize = 2, seqLen = 0, r = 8, blockSize = 64;
-  std::string loraAlpha = "16", loraDropout = "0.0", maxGradNorm = "1.0";
-  std::string adamBeta1 = "0.9", adamBeta2 = "0.999", adamEpsilon = "1e-8";
-  std::string weightDecay = "0.0";
+  double alpha = 16.0, dropout = 0.0, clip = 1.0, beta1 = 0.9,
+         beta2 = 0.999, epsilon = 1e-8, decay = 0.0;
   bool useRslora = false, doubleQuant = true, quiet = false;
 
   ::qlora::cli::CommandLine commandLine(
@@ -166,18 +165,18 @@ int main(int argc, char **argv) {
                      "max_position_embeddings))",
                      &seqLen);
   commandLine.option("r", "N", "LoRA rank", &r);
-  commandLine.option("lora_alpha", "X", "LoRA scaling numerator", &loraAlpha);
+  commandLine.option("lora_alpha", "X", "LoRA scaling numerator", &alpha);
   commandLine.option("lora_dropout", "P", "LoRA dropout (cpu: 0 only)",
-                     &loraDropout);
+                     &dropout);
   commandLine.option("target_modules", "A,B",
                      "modules to adapt, or all-linear", &targetModules);
   commandLine.flag("use_rslora", "scale by lora_alpha/sqrt(r)", &useRslora);
   commandLine.option("max_grad_norm", "X", "global-norm clipping (0: off)",
-                     &maxGradNorm);
-  commandLine.option("adam_beta1", "X", "AdamW beta1", &adamBeta1);
-  commandLine.option("adam_beta2", "X", "AdamW beta2", &adamBeta2);
-  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &adamEpsilon);
-  commandLine.option("weight_decay", "X", "AdamW weight decay", &weightDecay);
+                     &clip);
+  commandLine.option("adam_beta1", "X", "AdamW beta1", &beta1);
+  commandLine.option("adam_beta2", "X", "AdamW beta2", &beta2);
+  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &epsilon);
+  commandLine.option("weight_decay", "X", "AdamW weight decay", &decay);
   commandLine.flag("bnb_4bit_use_double_quant",
                    "double-quantize the NF4 block constants", &doubleQuant);
   commandLine.option("blocksize", "N", "NF4 block size", &blockSize);
@@ -205,22 +204,6 @@ int main(int argc, char **argv) {
     return fail("--model_name_or_path and --output_dir are required");
   if (cxx.empty())
     cxx = std::getenv("CXX") ? std::getenv("CXX") : "c++";
-
-  double alpha, dropout, clip, beta1, beta2, epsilon, decay;
-  for (auto [text, value, name] :
-       {std::tuple{&loraAlpha, &alpha, "lora_alpha"},
-        std::tuple{&loraDropout, &dropout, "lora_dropout"},
-        std::tuple{&maxGradNorm, &clip, "max_grad_norm"},
-        std::tuple{&adamBeta1, &beta1, "adam_beta1"},
-        std::tuple{&adamBeta2, &beta2, "adam_beta2"},
-        std::tuple{&adamEpsilon, &epsilon, "adam_epsilon"},
-        std::tuple{&weightDecay, &decay, "weight_decay"}}) {
-    char *end = nullptr;
-    *value = std::strtod(text->c_str(), &end);
-    if (text->empty() || *end != '\0')
-      return fail(std::string("--") + name + " expects a number, got '" +
-                  *text + "'");
-  }
 
   ::qlora::Expected<::qlora::ModelConfig> config =
       ::qlora::ModelConfig::read(model);

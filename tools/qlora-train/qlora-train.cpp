@@ -83,12 +83,10 @@ int main(int argc, char **argv) {
   TrainingArguments args;
   args.learning_rate = 2e-4;
   args.max_steps = 20;
-  std::string stepDir, targetModules = "all-linear", loraAlpha = "16";
-  std::string loraDropout = "0.0";
+  std::string stepDir, targetModules = "all-linear";
+  double loraAlpha = 16.0, loraDropout = 0.0;
   int64_t r = 8, seqLen = 64, seed = 42, loggingSteps = 10;
   bool useRslora = false, quiet = false;
-  std::string learningRate = "2e-4", maxGradNorm = "1.0", weightDecay = "0.0";
-  std::string beta1 = "0.9", beta2 = "0.999", epsilon = "1e-8";
 
   cli::CommandLine commandLine(
       "qlora-train", "--output_dir DIR [options]",
@@ -118,7 +116,7 @@ int main(int argc, char **argv) {
                      &targetModules);
   commandLine.flag("use_rslora", "scale by lora_alpha/sqrt(r)", &useRslora);
   commandLine.option("learning_rate", "X", "peak learning rate",
-                     &learningRate);
+                     &args.learning_rate);
   commandLine.option("max_steps", "N", "optimizer steps", &args.max_steps);
   commandLine.option("per_device_train_batch_size", "N",
                      "sequences per micro-batch",
@@ -127,11 +125,11 @@ int main(int argc, char **argv) {
                      "micro-batches per optimizer step",
                      &args.gradient_accumulation_steps);
   commandLine.option("max_grad_norm", "X", "global-norm clipping (0: off)",
-                     &maxGradNorm);
-  commandLine.option("weight_decay", "X", "AdamW weight decay", &weightDecay);
-  commandLine.option("adam_beta1", "X", "AdamW beta1", &beta1);
-  commandLine.option("adam_beta2", "X", "AdamW beta2", &beta2);
-  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &epsilon);
+                     &args.max_grad_norm);
+  commandLine.option("weight_decay", "X", "AdamW weight decay", &args.weight_decay);
+  commandLine.option("adam_beta1", "X", "AdamW beta1", &args.adam_beta1);
+  commandLine.option("adam_beta2", "X", "AdamW beta2", &args.adam_beta2);
+  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &args.adam_epsilon);
   commandLine.option("lr_scheduler_type", "NAME",
                      "constant, constant_with_warmup, linear or cosine",
                      &args.lr_scheduler_type);
@@ -163,19 +161,6 @@ int main(int argc, char **argv) {
                 "' (try --help)");
   if (args.output_dir.empty())
     return fail("--output_dir is required");
-  for (auto [text, value, name] :
-       {std::tuple{&learningRate, &args.learning_rate, "learning_rate"},
-        std::tuple{&maxGradNorm, &args.max_grad_norm, "max_grad_norm"},
-        std::tuple{&weightDecay, &args.weight_decay, "weight_decay"},
-        std::tuple{&beta1, &args.adam_beta1, "adam_beta1"},
-        std::tuple{&beta2, &args.adam_beta2, "adam_beta2"},
-        std::tuple{&epsilon, &args.adam_epsilon, "adam_epsilon"}}) {
-    char *end = nullptr;
-    *value = std::strtod(text->c_str(), &end);
-    if (text->empty() || *end != '\0')
-      return fail(std::string("--") + name + " expects a number, got '" +
-                  *text + "'");
-  }
   args.seed = uint64_t(seed);
   if (Expected<ScheduleKind> kind = parseScheduleKind(args.lr_scheduler_type);
       !kind)
@@ -209,8 +194,8 @@ int main(int argc, char **argv) {
         "--per_device_train_batch_size",
         std::to_string(args.per_device_train_batch_size),
         "--max_seq_length", std::to_string(seqLen),
-        "--r", std::to_string(r), "--lora_alpha", loraAlpha,
-        "--lora_dropout", loraDropout, "--target_modules", targetModules,
+        "--r", std::to_string(r), "--lora_alpha", number(loraAlpha),
+        "--lora_dropout", number(loraDropout), "--target_modules", targetModules,
         "--use_rslora=" + std::string(useRslora ? "true" : "false"),
         "--max_grad_norm", number(args.max_grad_norm),
         "--adam_beta1", number(args.adam_beta1),
