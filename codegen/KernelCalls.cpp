@@ -186,44 +186,20 @@ public:
                      .i64(offset(grad)));
           return success();
         })
-        .Case<LoraOp>([&](LoraOp lora) -> LogicalResult {
-          float p = lora.getDropout().convertToFloat();
-          if (p == 0.0f) {
-            emit(loraCall("lora", lora.getInput(), lora.getLoraA(),
-                          lora.getLoraB(), lora.getScale().convertToFloat())
-                     .i64(offset(lora)).take());
-            return success();
-          }
-          FailureOr<std::pair<int64_t, int64_t>> stream =
-              dropoutStream(lora, lora.getDropoutStream());
-          if (failed(stream))
-            return failure();
-          emit(loraCall("loraDropout", lora.getInput(), lora.getLoraA(),
-                        lora.getLoraB(), lora.getScale().convertToFloat())
-                   .f32(p).i64(stream->first).i64(stream->second).i64(0)
-                   .i64(offset(lora)).take());
-          return success();
+        .Case<LoraOp>([&](LoraOp lora) {
+          return lowerBranch(lora, lora.getInput(), lora.getLoraA(),
+                             lora.getLoraB(), lora.getScale().convertToFloat(),
+                             lora.getDropout().convertToFloat(),
+                             lora.getDropoutStream(), /*accumulate=*/false);
         })
         .Case<LoraLinearOp>([&](LoraLinearOp lora) -> LogicalResult {
           if (failed(lowerProjection(lora, lora.getInput(), lora.getWeight(),
                                      lora.getResult())))
             return failure();
-          float p = lora.getDropout().convertToFloat();
-          if (p == 0.0f) {
-            emit(loraCall("loraAdd", lora.getInput(), lora.getLoraA(),
-                          lora.getLoraB(), lora.getScale().convertToFloat())
-                     .i64(offset(lora)).take());
-            return success();
-          }
-          FailureOr<std::pair<int64_t, int64_t>> stream =
-              dropoutStream(lora, lora.getDropoutStream());
-          if (failed(stream))
-            return failure();
-          emit(loraCall("loraDropout", lora.getInput(), lora.getLoraA(),
-                        lora.getLoraB(), lora.getScale().convertToFloat())
-                   .f32(p).i64(stream->first).i64(stream->second).i64(1)
-                   .i64(offset(lora)).take());
-          return success();
+          return lowerBranch(lora, lora.getInput(), lora.getLoraA(),
+                             lora.getLoraB(), lora.getScale().convertToFloat(),
+                             lora.getDropout().convertToFloat(),
+                             lora.getDropoutStream(), /*accumulate=*/true);
         })
         .Case<LoraGradOp>([&](LoraGradOp grad) -> LogicalResult {
           ArrayRef<int64_t> a = shapeOf(grad.getLoraA());
@@ -359,6 +335,26 @@ private:
     builder.i64(offset(input)).i64(offset(a)).i64(offset(b))
         .i64(numElements(input) / K).i64(N).i64(K).i64(r).f32(scale);
     return builder;
+  }
+
+  /// A LoRA branch into the op's result: alone, or added onto the base
+  /// projection already there (lora_linear).
+  LogicalResult lowerBranch(Operation *op, Value input, Value a, Value b,
+                            float scale, float dropout,
+                            std::optional<uint64_t> stream, bool accumulate) {
+    int64_t result = offset(op->getResult(0));
+    if (dropout == 0.0f) {
+      emit(loraCall(accumulate ? "loraAdd" : "lora", input, a, b, scale)
+               .i64(result).take());
+      return success();
+    }
+    FailureOr<std::pair<int64_t, int64_t>> planned = dropoutStream(op, stream);
+    if (failed(planned))
+      return failure();
+    emit(loraCall("loraDropout", input, a, b, scale)
+             .f32(dropout).i64(planned->first).i64(planned->second)
+             .i64(accumulate ? 1 : 0).i64(result).take());
+    return success();
   }
 
   /// The stream of a branch with dropout and the offset of the seed slot.

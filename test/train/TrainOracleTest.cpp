@@ -46,8 +46,10 @@ Status compileStep(const std::string &dir, const std::string &loraAlpha) {
        "--target_modules", "all-linear", "--max_grad_norm", "0", "--quiet"});
 }
 
-Expected<std::unique_ptr<Trainer>> referenceTrainer(const std::string &step) {
+Expected<std::unique_ptr<Trainer>>
+referenceTrainer(const std::string &step, int64_t accumulation = 1) {
   TrainingArguments args;
+  args.gradient_accumulation_steps = accumulation;
   args.model_name_or_path = testing::oraclePath("tiny-llama");
   args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
   args.learning_rate = 1e-3;
@@ -158,20 +160,8 @@ TEST(TrainOracle, AccumulatingTheSameBatchTwiceChangesNothing) {
   QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
   TempDir dir;
   ASSERT_TRUE(compileStep(dir.file("step"), "16"));
-  TrainingArguments args;
-  args.model_name_or_path = testing::oraclePath("tiny-llama");
-  args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
-  args.learning_rate = 1e-3;
-  args.lr_scheduler_type = "constant";
-  args.max_steps = 3;
-  args.per_device_train_batch_size = 2;
-  args.gradient_accumulation_steps = 2;
-  args.max_grad_norm = 0.0;
-  Expected<TokenDataset> data = TokenDataset::open(
-      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
-  ASSERT_TRUE(data) << data.message();
   Expected<std::unique_ptr<Trainer>> trainer =
-      Trainer::create(dir.file("step"), args, data.take());
+      referenceTrainer(dir.file("step"), /*accumulation=*/2);
   ASSERT_TRUE(trainer) << trainer.message();
   std::vector<double> expected = referenceLosses();
   for (size_t step = 0; step < 3; ++step) {
