@@ -13,6 +13,9 @@
 #include "runtime/NF4.h"
 #include "runtime/Parallel.h"
 #include "tools/common/CommandLine.h"
+#ifdef QLORA_HAVE_CUDA
+#include "KernelBench.h"
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -98,12 +101,13 @@ void benchNF4(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string shapeList = "4096x4096,11008x4096";
+  std::string shapeList = "4096x4096,11008x4096,4096x11008";
   int64_t repeats = 5;
   cli::CommandLine commandLine(
       "qlora-bench", "[nf4] [options]",
       "Prints timing figures (medians) for the runtime's kernels.\n"
-      "Benchmarks: nf4 (CPU NF4 quantize/dequantize throughput).");
+      "Benchmarks: nf4 (CPU NF4 quantize/dequantize throughput), kernels\n"
+      "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS).");
   commandLine.option("shapes", "RxC,...", "weight shapes to time", &shapeList);
   commandLine.option("repeats", "N", "timed repetitions per figure", &repeats);
   Status parsed = commandLine.parse(argc, argv);
@@ -139,9 +143,19 @@ int main(int argc, char **argv) {
   for (const std::string &bench : benches) {
     if (bench == "nf4") {
       benchNF4(shapes, int(repeats));
+    } else if (bench == "kernels") {
+#ifdef QLORA_HAVE_CUDA
+      int code = bench::runKernelBench(shapes, int(repeats));
+      if (code != 0)
+        return code;
+#else
+      std::fprintf(stderr, "qlora-bench: built without CUDA; the kernels "
+                           "benchmark needs nvcc at build time\n");
+      return 1;
+#endif
     } else {
       std::fprintf(stderr, "qlora-bench: error: unknown benchmark '%s' "
-                           "(known: nf4)\n",
+                           "(known: nf4, kernels)\n",
                    bench.c_str());
       return 1;
     }

@@ -1,0 +1,56 @@
+//===- NF4Device.cuh - Device-side NF4 decoding shared by the kernels -------===//
+//
+// Private to runtime/cuda: the NF4 table and the dynamic map in constant
+// memory, and the block-maximum decoding with the exact fp32 operation order
+// of the CPU reference (no contraction into FMA: bit-identical results).
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "runtime/cuda/NF4Kernels.h"
+
+#include <cuda_bf16.h>
+#include <cstdint>
+
+namespace qlora::cuda::detail {
+
+/// The NF4 code values and bitsandbytes' signed dynamic map. Kernels take
+/// them by value (1 KiB of parameter space) and copy them into shared
+/// memory, which keeps every kernel in its own translation unit.
+struct NF4Tables {
+  float code[16];
+  float dynamicMap[256];
+};
+
+/// The CPU reference's tables (NF4Tables.cu).
+const NF4Tables &hostTables();
+
+/// Copies `tables` into shared memory; call before __syncthreads().
+__device__ __forceinline__ void loadTables(const NF4Tables &tables,
+                                           float *code, float *dynamicMap) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    dynamicMap[i] = tables.dynamicMap[i];
+    if (i < 16)
+      code[i] = tables.code[i];
+  }
+}
+
+/// fp32 block maximum `block`, as dq::dequantizeAbsmax computes it:
+/// map[code] * scale + offset, rounded after each operation.
+__device__ __forceinline__ float blockAbsmax(const NF4DeviceWeight &w,
+                                             int64_t block,
+                                             const float *dynamicMap) {
+  if (w.absmaxCodes == nullptr)
+    return __ldg(&w.absmax[block]);
+  float scaled = __fmul_rn(dynamicMap[__ldg(&w.absmaxCodes[block])],
+                           __ldg(&w.absmaxScales[block / w.dqBlockSize]));
+  return __fadd_rn(scaled, w.offset);
+}
+
+/// bf16 bit pattern of code[q] * absmax, round to nearest even.
+__device__ __forceinline__ uint16_t decodeBf16(const float *code, uint32_t q,
+                                               float absmax) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(__fmul_rn(code[q], absmax)));
+}
+
+} // namespace qlora::cuda::detail

@@ -1,0 +1,63 @@
+//===- NF4Kernels.h - NF4 kernels on the GPU: host entry points -------------===//
+//
+// The kernels stay private to their .cu files; this header declares what the
+// host calls. bf16 tensors are passed as uint16_t bit patterns so that host
+// code needs no CUDA headers beyond the runtime API. Every entry point is
+// asynchronous on `stream` and returns launch errors.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "runtime/Error.h"
+
+#include <cstdint>
+#include <cuda_runtime_api.h>
+
+typedef struct cublasContext *cublasHandle_t;
+
+namespace qlora::cuda {
+
+/// A frozen NF4 weight [rows, cols] in device memory, laid out as
+/// bitsandbytes lays it out: packed codes (first element in the high
+/// nibble), and either fp32 block maxima or double-quantized 8-bit codes
+/// with fp32 second-level scales and the mean offset.
+struct NF4DeviceWeight {
+  const uint8_t *packed = nullptr;
+  const float *absmax = nullptr;          ///< plain form, or null
+  const uint8_t *absmaxCodes = nullptr;   ///< double quant, or null
+  const float *absmaxScales = nullptr;    ///< one per dqBlockSize codes
+  float offset = 0.0f;
+  int64_t rows = 0, cols = 0;
+  int64_t blockSize = 64, dqBlockSize = 256;
+  int64_t numElements() const { return rows * cols; }
+};
+
+/// dequantize_4bit into bf16, bit-identical to the CPU reference
+/// (nf4::dequantize after dq::dequantizeAbsmax).
+Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
+                     cudaStream_t stream);
+
+/// y[M, N] = x[M, K] · Wᵀ for small M (decode, evaluation): streams the NF4
+/// weight once, dequantizing in registers. bf16 in and out, fp32
+/// accumulation; the weight is rounded to bf16 as the reference does.
+/// Supports M <= 8 and K a multiple of 32.
+Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
+               uint16_t *y, cudaStream_t stream);
+
+/// The large-M forward y = x · Wᵀ: dequantizes W into `scratch` (rows*cols
+/// bf16, reused across calls) and runs a bf16 tensor-core GEMM with fp32
+/// accumulation through cuBLAS.
+Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
+                            const NF4DeviceWeight &weight, uint16_t *scratch,
+                            uint16_t *y, cudaStream_t stream);
+
+/// The input gradient dX[M, K] = dY[M, N] · W, from the same NF4 storage
+/// (no transposed copy): dequantize into `scratch`, then one GEMM.
+Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
+                          const NF4DeviceWeight &weight, uint16_t *scratch,
+                          uint16_t *dx, cudaStream_t stream);
+
+/// Whether a CUDA device is present (tests and tools skip without one).
+bool haveCudaDevice();
+
+} // namespace qlora::cuda

@@ -1,0 +1,180 @@
+//===- CudaNF4Test.cpp - NF4 kernels on the GPU against the CPU reference ---===//
+//
+// Label `gpu`: skipped without a CUDA device. Fresh random weights every
+// run; outputs are poisoned with NaN first so that an unwritten element
+// fails. Dequantization must be bit-identical to the CPU reference; the
+// products must be within bf16 rounding of a float64 reference built from
+// the same bf16 operands.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/BnbFormat.h"
+#include "runtime/Float16.h"
+#include "runtime/cuda/DeviceNF4.h"
+#include "runtime/cuda/NF4Kernels.h"
+
+#include <cublas_v2.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+namespace qlora::cuda {
+namespace {
+
+class CudaNF4 : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (!haveCudaDevice())
+      GTEST_SKIP() << "no CUDA device";
+  }
+  static std::mt19937_64 &random() {
+    static std::mt19937_64 engine(std::random_device{}());
+    return engine;
+  }
+  static std::vector<uint16_t> randomBf16(int64_t n, float scale) {
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<uint16_t> values(n);
+    for (uint16_t &value : values)
+      value = floatToBf16(normal(random()));
+    return values;
+  }
+  static NF4Weight quantized(int64_t rows, int64_t cols, bool doubleQuant) {
+    std::vector<uint16_t> values = randomBf16(rows * cols, 0.02f);
+    Expected<NF4Weight> weight = quantizeWeight(
+        values.data(), ElementType::BF16, {rows, cols}, 64, doubleQuant);
+    EXPECT_TRUE(weight) << weight.message();
+    return weight.take();
+  }
+};
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+TEST_F(CudaNF4, DequantizeIsBitIdenticalToTheCpu) {
+  for (Shape shape : {Shape{1024, 4096}, Shape{688, 256}, Shape{256, 688},
+                      Shape{33, 70}}) {
+    for (bool doubleQuant : {true, false}) {
+      NF4Weight weight = quantized(shape.rows, shape.cols, doubleQuant);
+      std::vector<uint16_t> expected(weight.numElements());
+      dequantizeWeight(weight, ElementType::BF16, expected.data());
+      Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+      ASSERT_TRUE(device) << device.message();
+      Expected<DeviceBuffer<uint16_t>> out =
+          DeviceBuffer<uint16_t>::allocate(weight.numElements());
+      ASSERT_TRUE(out && out->poison());
+      ASSERT_TRUE(dequantizeNF4(device->view, out->data(), nullptr));
+      Expected<std::vector<uint16_t>> got = out->download();
+      ASSERT_TRUE(got) << got.message();
+      EXPECT_EQ(*got, expected) << shape.rows << "x" << shape.cols
+                                << (doubleQuant ? " dq" : " plain");
+    }
+  }
+}
+
+/// y[m, n] = sum_k bf16(W)[n, k] * x[m, k] in float64, transposed as asked.
+std::vector<double> reference(const NF4Weight &weight,
+                              const std::vector<uint16_t> &x, int64_t M,
+                              bool gradInput) {
+  int64_t N = weight.shape[0], K = weight.shape[1];
+  std::vector<uint16_t> w(N * K);
+  dequantizeWeight(weight, ElementType::BF16, w.data());
+  int64_t inner = gradInput ? N : K, outer = gradInput ? K : N;
+  std::vector<double> y(M * outer, 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t o = 0; o < outer; ++o) {
+      double sum = 0.0;
+      for (int64_t i = 0; i < inner; ++i) {
+        double wv = gradInput ? bf16ToFloat(w[i * K + o])
+                              : bf16ToFloat(w[o * K + i]);
+        sum += wv * bf16ToFloat(x[m * inner + i]);
+      }
+      y[m * outer + o] = sum;
+    }
+  return y;
+}
+
+double relativeError(const std::vector<uint16_t> &got,
+                     const std::vector<double> &expected) {
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double value = bf16ToFloat(got[i]);
+    if (std::isnan(value))
+      return INFINITY;
+    diff += (value - expected[i]) * (value - expected[i]);
+    norm += expected[i] * expected[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+TEST_F(CudaNF4, GemvMatchesTheReference) {
+  for (Shape shape : {Shape{1024, 4096}, Shape{688, 256}, Shape{256, 1376}}) {
+    NF4Weight weight = quantized(shape.rows, shape.cols, true);
+    Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+    ASSERT_TRUE(device) << device.message();
+    for (int64_t M : {1, 3, 8}) {
+      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
+      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+      Expected<DeviceBuffer<uint16_t>> dy =
+          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
+      ASSERT_TRUE(dx && dy && dy->poison());
+      ASSERT_TRUE(nf4Gemv(dx->data(), M, device->view, dy->data(), nullptr));
+      Expected<std::vector<uint16_t>> y = dy->download();
+      ASSERT_TRUE(y) << y.message();
+      EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3)
+          << shape.rows << "x" << shape.cols << " M=" << M;
+    }
+  }
+}
+
+TEST_F(CudaNF4, GemvRejectsUnsupportedShapes) {
+  NF4Weight weight = quantized(256, 688, true); // K = 688 is not a multiple of 32
+  Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+  ASSERT_TRUE(device);
+  Status status = nf4Gemv(nullptr, 1, device->view, nullptr, nullptr);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.message().find("K = 688"), std::string::npos);
+  weight = quantized(64, 64, true);
+  device = DeviceNF4::upload(weight);
+  status = nf4Gemv(nullptr, 9, device->view, nullptr, nullptr);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.message().find("got 9"), std::string::npos);
+}
+
+TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
+  cublasHandle_t blas;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  for (Shape shape : {Shape{1024, 512}, Shape{688, 256}}) {
+    NF4Weight weight = quantized(shape.rows, shape.cols, true);
+    Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+    Expected<DeviceBuffer<uint16_t>> scratch =
+        DeviceBuffer<uint16_t>::allocate(weight.numElements());
+    ASSERT_TRUE(device && scratch);
+    const int64_t M = 96;
+    std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
+    Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+    Expected<DeviceBuffer<uint16_t>> dy =
+        DeviceBuffer<uint16_t>::allocate(M * shape.rows);
+    ASSERT_TRUE(dx && dy && dy->poison());
+    ASSERT_TRUE(nf4MatmulDequantGemm(blas, dx->data(), M, device->view,
+                                     scratch->data(), dy->data(), nullptr));
+    Expected<std::vector<uint16_t>> y = dy->download();
+    ASSERT_TRUE(y);
+    EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3);
+
+    std::vector<uint16_t> g = randomBf16(M * shape.rows, 1.0f);
+    Expected<DeviceBuffer<uint16_t>> dg = DeviceBuffer<uint16_t>::upload(g);
+    Expected<DeviceBuffer<uint16_t>> dgx =
+        DeviceBuffer<uint16_t>::allocate(M * shape.cols);
+    ASSERT_TRUE(dg && dgx && dgx->poison());
+    ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
+                                   scratch->data(), dgx->data(), nullptr));
+    Expected<std::vector<uint16_t>> gx = dgx->download();
+    ASSERT_TRUE(gx);
+    EXPECT_LT(relativeError(*gx, reference(weight, g, M, true)), 4e-3);
+  }
+  cublasDestroy(blas);
+}
+
+} // namespace
+} // namespace qlora::cuda

@@ -1,0 +1,176 @@
+//===- KernelBench.cpp - `qlora-bench kernels`: GPU figures -----------------===//
+//
+// Medians of CUDA-event timings after a warm-up, for the Llama-7B weight
+// shapes: NF4 dequantization (effective GB/s: bytes read plus written), the
+// forward product y = x·Wᵀ and the input gradient dX = dY·W at several M,
+// each beside bf16 cuBLAS on a pre-dequantized weight.
+//
+//===----------------------------------------------------------------------===//
+#include "KernelBench.h"
+
+#include "runtime/BnbFormat.h"
+#include "runtime/Float16.h"
+#include "runtime/cuda/DeviceNF4.h"
+#include "runtime/cuda/NF4Kernels.h"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <random>
+
+namespace qlora::bench {
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::DeviceNF4;
+
+/// Median milliseconds of `body` over `repeats` timed runs after 3 warm-ups.
+Expected<double> timeMs(int repeats, const std::function<Status()> &body) {
+  cudaEvent_t start, stop;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i)
+    QLORA_RETURN_IF_ERROR(body());
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
+    QLORA_RETURN_IF_ERROR(body());
+    QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
+    QLORA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    QLORA_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+Status cublasBf16(cublasHandle_t blas, bool gradInput, int64_t M, int64_t N,
+                  int64_t K, const uint16_t *w, const uint16_t *in,
+                  uint16_t *out) {
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t status =
+      gradInput
+          ? cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, int(K), int(M), int(N),
+                         &alpha, w, CUDA_R_16BF, int(K), in, CUDA_R_16BF,
+                         int(N), &beta, out, CUDA_R_16BF, int(K),
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+          : cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K),
+                         &alpha, w, CUDA_R_16BF, int(K), in, CUDA_R_16BF,
+                         int(K), &beta, out, CUDA_R_16BF, int(N),
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return cuda::cublasStatus(status, "cublasGemmEx", __FILE__, __LINE__);
+}
+
+Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
+  cudaDeviceProp properties;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
+  std::printf("GPU kernels on %s (%d SMs), median of %d, vs bf16 cuBLAS in the "
+              "same run\n",
+              properties.name, properties.multiProcessorCount, repeats);
+  cublasHandle_t blas;
+  if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS)
+    return makeError("cublasCreate failed");
+  std::mt19937_64 random(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const std::vector<int64_t> ms = {1, 8, 16, 256, 4096, 8192};
+  int64_t maxM = *std::max_element(ms.begin(), ms.end());
+
+  std::printf("\n%-12s %-26s %10s %12s %12s %10s\n", "shape NxK", "figure",
+              "ours us", "ours", "cuBLAS us", "ratio");
+  for (const std::vector<int64_t> &shape : shapes) {
+    int64_t N = shape[0], K = shape[1];
+    std::vector<uint16_t> values(N * K);
+    for (uint16_t &value : values)
+      value = floatToBf16(normal(random) * 0.02f);
+    Expected<NF4Weight> weight =
+        quantizeWeight(values.data(), ElementType::BF16, {N, K}, 64, true);
+    if (!weight)
+      return weight.error();
+    Expected<DeviceNF4> device = DeviceNF4::upload(*weight);
+    if (!device)
+      return device.error();
+    Expected<DeviceBuffer<uint16_t>> dense = DeviceBuffer<uint16_t>::allocate(N * K);
+    Expected<DeviceBuffer<uint16_t>> scratch = DeviceBuffer<uint16_t>::allocate(N * K);
+    std::vector<uint16_t> xs(maxM * std::max(N, K));
+    for (uint16_t &x : xs)
+      x = floatToBf16(normal(random));
+    Expected<DeviceBuffer<uint16_t>> input = DeviceBuffer<uint16_t>::upload(xs);
+    Expected<DeviceBuffer<uint16_t>> output =
+        DeviceBuffer<uint16_t>::allocate(maxM * std::max(N, K));
+    for (const Status &status : {dense.status(), scratch.status(),
+                                 input.status(), output.status()})
+      if (!status)
+        return status;
+    QLORA_RETURN_IF_ERROR(cuda::dequantizeNF4(device->view, dense->data(), nullptr));
+
+    std::string name = std::to_string(N) + "x" + std::to_string(K);
+    Expected<double> dequant = timeMs(repeats, [&] {
+      return cuda::dequantizeNF4(device->view, scratch->data(), nullptr);
+    });
+    if (!dequant)
+      return dequant.error();
+    double bytes = double(weight->storageBytes()) + 2.0 * double(N * K);
+    std::printf("%-12s %-26s %10.1f %9.0f GB/s %12s %10s\n", name.c_str(),
+                "dequantize nf4+dq->bf16", *dequant * 1e3,
+                bytes / (*dequant * 1e-3) / 1e9, "-", "-");
+
+    for (bool gradInput : {false, true}) {
+      for (int64_t M : ms) {
+        if (gradInput && M < 256)
+          continue;
+        Expected<double> reference = timeMs(repeats, [&] {
+          return cublasBf16(blas, gradInput, M, N, K, dense->data(),
+                            input->data(), output->data());
+        });
+        Expected<double> ours = timeMs(repeats, [&]() -> Status {
+          if (gradInput)
+            return cuda::nf4MatmulGradInput(blas, input->data(), M,
+                                            device->view, scratch->data(),
+                                            output->data(), nullptr);
+          if (M <= 8)
+            return cuda::nf4Gemv(input->data(), M, device->view,
+                                 output->data(), nullptr);
+          return cuda::nf4MatmulDequantGemm(blas, input->data(), M,
+                                            device->view, scratch->data(),
+                                            output->data(), nullptr);
+        });
+        if (!reference || !ours)
+          return reference ? ours.error() : reference.error();
+        double flops = 2.0 * double(M) * double(N) * double(K);
+        std::string figure = std::string(gradInput ? "dX  " : "fwd ") +
+                             "M=" + std::to_string(M) +
+                             (gradInput || M > 8 ? " (dequant+GEMM)" : " (GEMV)");
+        std::printf("%-12s %-26s %10.1f %8.0f TF/s %12.1f %9.2fx\n",
+                    name.c_str(), figure.c_str(), *ours * 1e3,
+                    flops / (*ours * 1e-3) / 1e12, *reference * 1e3,
+                    *reference / *ours);
+      }
+    }
+  }
+  cublasDestroy(blas);
+  return Status::ok();
+}
+
+} // namespace
+
+int runKernelBench(const std::vector<std::vector<int64_t>> &shapes,
+                   int repeats) {
+  if (!cuda::haveCudaDevice()) {
+    std::fprintf(stderr, "qlora-bench: no CUDA device; the kernels benchmark "
+                         "needs a GPU\n");
+    return 1;
+  }
+  Status status = run(shapes, repeats);
+  if (!status) {
+    std::fprintf(stderr, "qlora-bench: error: %s\n", status.message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+} // namespace qlora::bench
