@@ -1,9 +1,9 @@
 //===- NF4Dequantize.cu - NF4 (+ double quant) to bf16 ----------------------===//
 //
-// Memory-bound: each thread turns 16 packed bytes (32 codes, within one
-// block for every supported block size) into 64 bytes of bf16, with 16-byte
-// loads and stores. The 16 code values sit in shared memory, where distinct
-// nibbles hit distinct banks.
+// Memory-bound: a thread turns packed 4-byte words (8 codes, within one block
+// for every supported block size) into 16 bytes of bf16, so that each warp
+// instruction reads 128 and writes 512 contiguous bytes. The 16 code values
+// sit in shared memory, where distinct nibbles hit distinct banks.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
@@ -16,6 +16,22 @@ using detail::blockAbsmax;
 using detail::decodeBf16;
 
 constexpr int kThreads = 256;
+/// Packed words (8 codes each) a thread converts per pass: the loads of one
+/// pass are issued together to keep enough bytes in flight.
+constexpr int kWordsPerThread = 8;
+
+/// Converts one packed word (8 codes, one block) to 8 bf16 values.
+__device__ __forceinline__ uint4 decodeWord(uint32_t word, const float *code,
+                                            float absmax) {
+  uint32_t result[4];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    uint32_t byte = (word >> (8 * b)) & 0xffu;
+    result[b] = uint32_t(decodeBf16(code, byte >> 4, absmax)) |
+                uint32_t(decodeBf16(code, byte & 0xfu, absmax)) << 16;
+  }
+  return make_uint4(result[0], result[1], result[2], result[3]);
+}
 
 __global__ void __launch_bounds__(kThreads)
     dequantizeKernel(NF4DeviceWeight w, detail::NF4Tables tables,
@@ -26,35 +42,37 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   const int64_t n = w.rows * w.cols;
-  const int64_t chunks = n / 32;
-  const uint4 *packed = reinterpret_cast<const uint4 *>(w.packed);
+  const int64_t words = n / 8;
+  const uint32_t *packed = reinterpret_cast<const uint32_t *>(w.packed);
   uint4 *output = reinterpret_cast<uint4 *>(out);
-  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < chunks;
-       c += int64_t(gridDim.x) * blockDim.x) {
-    uint4 bytes = __ldg(&packed[c]);
-    float absmax = blockAbsmax(w, (c * 32) / w.blockSize, dynamicMap);
-    uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    uint32_t result[16];
+  // A warp reads 128 contiguous bytes and writes 512 per instruction.
+  const int64_t stride = int64_t(gridDim.x) * kThreads * kWordsPerThread;
+  for (int64_t base = int64_t(blockIdx.x) * kThreads * kWordsPerThread +
+                      threadIdx.x;
+       base < words; base += stride) {
+    uint32_t word[kWordsPerThread];
+    float absmax[kWordsPerThread];
 #pragma unroll
-    for (int word = 0; word < 4; ++word)
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        uint32_t byte = (words[word] >> (8 * b)) & 0xffu;
-        uint32_t first = decodeBf16(code, byte >> 4, absmax);
-        uint32_t second = decodeBf16(code, byte & 0xfu, absmax);
-        result[word * 4 + b] = first | (second << 16);
+    for (int k = 0; k < kWordsPerThread; ++k) {
+      int64_t index = base + int64_t(k) * kThreads;
+      if (index < words) {
+        word[k] = __ldg(&packed[index]);
+        absmax[k] = blockAbsmax(w, (index * 8) >> w.blockShift, dynamicMap);
       }
+    }
 #pragma unroll
-    for (int v = 0; v < 4; ++v)
-      output[c * 4 + v] = make_uint4(result[4 * v], result[4 * v + 1],
-                                     result[4 * v + 2], result[4 * v + 3]);
+    for (int k = 0; k < kWordsPerThread; ++k) {
+      int64_t index = base + int64_t(k) * kThreads;
+      if (index < words)
+        output[index] = decodeWord(word[k], code, absmax[k]);
+    }
   }
-  // The last partial chunk, element by element.
+  // The elements after the last whole word, one by one.
   if (blockIdx.x == 0) {
-    for (int64_t i = chunks * 32 + threadIdx.x; i < n; i += blockDim.x) {
+    for (int64_t i = words * 8 + threadIdx.x; i < n; i += blockDim.x) {
       uint32_t byte = w.packed[i / 2];
       uint32_t q = (i % 2 == 0) ? byte >> 4 : byte & 0xfu;
-      out[i] = decodeBf16(code, q, blockAbsmax(w, i / w.blockSize, dynamicMap));
+      out[i] = decodeBf16(code, q, blockAbsmax(w, i >> w.blockShift, dynamicMap));
     }
   }
 }
@@ -63,19 +81,19 @@ __global__ void __launch_bounds__(kThreads)
 
 Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
                      cudaStream_t stream) {
-  if (weight.blockSize % 32 != 0)
-    return makeError("dequantizeNF4: expects a block size multiple of 32, "
-                     "got {}",
-                     weight.blockSize);
-  int64_t chunks = weight.numElements() / 32;
+  Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
+  if (!prepared)
+    return prepared.error().withContext("dequantizeNF4");
+  int64_t words = weight.numElements() / 8;
   int device = 0, sms = 0;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   QLORA_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  int64_t blocks = std::min<int64_t>((chunks + kThreads - 1) / kThreads,
-                                     int64_t(sms) * 8);
+  int64_t perBlock = int64_t(kThreads) * kWordsPerThread;
+  int64_t blocks = std::min<int64_t>((words + perBlock - 1) / perBlock,
+                                     int64_t(sms) * 16);
   dequantizeKernel<<<std::max<int64_t>(blocks, 1), kThreads, 0, stream>>>(
-      weight, detail::hostTables(), out);
+      *prepared, detail::hostTables(), out);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }

@@ -25,6 +25,10 @@ struct NF4Tables {
 /// The CPU reference's tables (NF4Tables.cu).
 const NF4Tables &hostTables();
 
+/// A copy of `weight` with the block shifts set; fails unless both block
+/// sizes are powers of two.
+Expected<NF4DeviceWeight> prepare(const NF4DeviceWeight &weight);
+
 /// Copies `tables` into shared memory; call before __syncthreads().
 __device__ __forceinline__ void loadTables(const NF4Tables &tables,
                                            float *code, float *dynamicMap) {
@@ -43,14 +47,27 @@ __device__ __forceinline__ float blockAbsmax(const NF4DeviceWeight &w,
   if (w.absmaxCodes == nullptr)
     return __ldg(&w.absmax[block]);
   float scaled = __fmul_rn(dynamicMap[__ldg(&w.absmaxCodes[block])],
-                           __ldg(&w.absmaxScales[block / w.dqBlockSize]));
+                           __ldg(&w.absmaxScales[block >> w.dqBlockShift]));
   return __fadd_rn(scaled, w.offset);
+}
+
+/// Rounds a finite float to bf16 (nearest, ties to even) with integer
+/// operations, which run at full rate where the F2F conversion does not; the
+/// result is __float2bfloat16_rn's for every finite input.
+__device__ __forceinline__ uint32_t roundToBf16Bits(float value) {
+  uint32_t bits = __float_as_uint(value);
+  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+
+/// The float value of `value` rounded to bf16.
+__device__ __forceinline__ float roundToBf16(float value) {
+  return __uint_as_float(roundToBf16Bits(value) << 16);
 }
 
 /// bf16 bit pattern of code[q] * absmax, round to nearest even.
 __device__ __forceinline__ uint16_t decodeBf16(const float *code, uint32_t q,
                                                float absmax) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(__fmul_rn(code[q], absmax)));
+  return uint16_t(roundToBf16Bits(__fmul_rn(code[q], absmax)));
 }
 
 } // namespace qlora::cuda::detail

@@ -1,9 +1,12 @@
 //===- NF4Gemv.cu - Small-M products straight from NF4 ----------------------===//
 //
-// One warp per output row: the warp streams the row's packed codes once
-// (16 bytes a lane a step), decodes them in registers, and multiplies with
-// the M activation rows, which are small and stay in L1/L2. For M <= 8 the
-// weight read dominates, so the kernel runs near memory bandwidth.
+// A warp computes kRows output rows: it streams their packed codes once (4
+// bytes a lane a step, coalesced) and multiplies them with the M activation
+// rows, loaded once per step for all kRows rows (they are small and stay in
+// L1/L2). Each packed word lies in one quantization block, so the codes are
+// summed against x first and scaled by the block maximum once per word: the
+// weight is used at its exact fp32 value code * absmax (the reference rounds
+// it to bf16 first; the difference is far inside bf16 output rounding).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
@@ -15,6 +18,10 @@ namespace {
 using detail::blockAbsmax;
 
 constexpr int kWarpsPerBlock = 8;
+/// Output rows a warp computes: each activation chunk is loaded once and
+/// used for Rows weight rows, which cuts the L1 traffic per weight byte; for
+/// M = 1 two rows keep more warps in flight.
+template <int M> constexpr int rowsPerWarp() { return M == 1 ? 1 : 4; }
 
 __device__ __forceinline__ float bf16Low(uint32_t pair) {
   return __uint_as_float(pair << 16);
@@ -23,71 +30,114 @@ __device__ __forceinline__ float bf16High(uint32_t pair) {
   return __uint_as_float(pair & 0xffff0000u);
 }
 
-template <int M>
+template <int M, int kRows = rowsPerWarp<M>()>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     gemvKernel(const uint16_t *__restrict__ x, NF4DeviceWeight w,
                detail::NF4Tables tables, uint16_t *__restrict__ y) {
   __shared__ float code[16];
   __shared__ float dynamicMap[256];
+  // Both codes of a packed byte with one shared-memory load.
+  __shared__ float2 byteCodes[256];
   detail::loadTables(tables, code, dynamicMap);
   __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += blockDim.x)
+    byteCodes[i] = make_float2(code[i >> 4], code[i & 0xf]);
+  __syncthreads();
 
-  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int64_t firstRow =
+      (int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32) * kRows;
   const int lane = threadIdx.x % 32;
   const int64_t N = w.rows, K = w.cols;
-  if (row >= N)
+  if (firstRow >= N)
     return;
-  const uint4 *packed = reinterpret_cast<const uint4 *>(w.packed + row * K / 2);
-  float acc[M];
+  const int rows = int(min(int64_t(kRows), N - firstRow));
+  float acc[kRows][M];
 #pragma unroll
-  for (int m = 0; m < M; ++m)
-    acc[m] = 0.0f;
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      acc[r][m] = 0.0f;
 
-  for (int64_t j = lane; j < K / 32; j += 32) {
-    uint4 bytes = __ldg(&packed[j]);
-    float absmax = blockAbsmax(w, (row * K + j * 32) / w.blockSize, dynamicMap);
-    uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    float weight[32];
+  // A lane takes one packed word (8 codes) per row per step: the weight
+  // loads of a warp cover 128 contiguous bytes a row and the activation
+  // loads 512, both coalesced. kSteps steps are loaded before any is used.
+  constexpr int kSteps = 4;
+  const int64_t words = K / 8;
+  const uint32_t *packed = reinterpret_cast<const uint32_t *>(w.packed);
+  for (int64_t base = lane; base < words; base += 32 * kSteps) {
+    uint32_t word[kSteps][kRows];
+    float absmax[kSteps][kRows];
+    uint4 activations[kSteps][M];
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      uint32_t byte = (words[i / 4] >> (8 * (i % 4))) & 0xffu;
-      // The weight in bf16, as the reference's dequantized operand.
-      weight[2 * i] = __bfloat162float(
-          __float2bfloat16_rn(__fmul_rn(code[byte >> 4], absmax)));
-      weight[2 * i + 1] = __bfloat162float(
-          __float2bfloat16_rn(__fmul_rn(code[byte & 0xfu], absmax)));
+    for (int s = 0; s < kSteps; ++s) {
+      int64_t k = base + 32 * s;
+      if (k >= words)
+        continue;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        if (r < rows) {
+          int64_t index = (firstRow + r) * words + k;
+          word[s][r] = __ldg(&packed[index]);
+          absmax[s][r] = blockAbsmax(w, (index * 8) >> w.blockShift,
+                                     dynamicMap);
+        }
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+        activations[s][m] =
+            __ldg(reinterpret_cast<const uint4 *>(x + m * K) + k);
     }
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const uint4 *activations =
-          reinterpret_cast<const uint4 *>(x + m * K + j * 32);
+    for (int s = 0; s < kSteps; ++s) {
+      if (base + 32 * s >= words)
+        break;
 #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        uint4 chunk = __ldg(&activations[v]);
-        uint32_t pairs[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
+      for (int r = 0; r < kRows; ++r) {
+        if (r >= rows)
+          break;
+        // A word lies in one block: sum code * x over its 8 elements, then
+        // scale once by the block maximum.
+        float partial[M];
 #pragma unroll
-        for (int p = 0; p < 4; ++p) {
-          acc[m] = fmaf(weight[8 * v + 2 * p], bf16Low(pairs[p]), acc[m]);
-          acc[m] = fmaf(weight[8 * v + 2 * p + 1], bf16High(pairs[p]), acc[m]);
+        for (int m = 0; m < M; ++m)
+          partial[m] = 0.0f;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          float2 pair = byteCodes[(word[s][r] >> (8 * b)) & 0xffu];
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            uint32_t xs[4] = {activations[s][m].x, activations[s][m].y,
+                              activations[s][m].z, activations[s][m].w};
+            partial[m] = fmaf(pair.x, bf16Low(xs[b]), partial[m]);
+            partial[m] = fmaf(pair.y, bf16High(xs[b]), partial[m]);
+          }
         }
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+          acc[r][m] = fmaf(absmax[s][r], partial[m], acc[r][m]);
       }
     }
   }
 #pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float sum = acc[m];
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows)
+      break;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2)
-      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (lane == 0)
-      y[m * N + row] = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
+    for (int m = 0; m < M; ++m) {
+      float sum = acc[r][m];
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2)
+        sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      if (lane == 0)
+        y[m * N + firstRow + r] = __bfloat16_as_ushort(__float2bfloat16_rn(sum));
+    }
   }
 }
 
 template <int M>
 void launch(const uint16_t *x, const NF4DeviceWeight &w, uint16_t *y,
             cudaStream_t stream) {
-  int64_t blocks = (w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  int64_t rowsPerBlock = int64_t(kWarpsPerBlock) * rowsPerWarp<M>();
+  int64_t blocks = (w.rows + rowsPerBlock - 1) / rowsPerBlock;
   gemvKernel<M><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
       x, w, detail::hostTables(), y);
 }
@@ -96,19 +146,22 @@ void launch(const uint16_t *x, const NF4DeviceWeight &w, uint16_t *y,
 
 Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
                uint16_t *y, cudaStream_t stream) {
-  if (weight.cols % 32 != 0 || weight.blockSize % 32 != 0)
-    return makeError("nf4Gemv: expects K and the block size to be multiples "
-                     "of 32, got K = {} and block {}",
-                     weight.cols, weight.blockSize);
+  if (weight.cols % 8 != 0)
+    return makeError("nf4Gemv: expects K to be a multiple of 8, got K = {}",
+                     weight.cols);
+  Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
+  if (!prepared)
+    return prepared.error().withContext("nf4Gemv");
+  const NF4DeviceWeight &w = *prepared;
   switch (M) {
-  case 1: launch<1>(x, weight, y, stream); break;
-  case 2: launch<2>(x, weight, y, stream); break;
-  case 3: launch<3>(x, weight, y, stream); break;
-  case 4: launch<4>(x, weight, y, stream); break;
-  case 5: launch<5>(x, weight, y, stream); break;
-  case 6: launch<6>(x, weight, y, stream); break;
-  case 7: launch<7>(x, weight, y, stream); break;
-  case 8: launch<8>(x, weight, y, stream); break;
+  case 1: launch<1>(x, w, y, stream); break;
+  case 2: launch<2>(x, w, y, stream); break;
+  case 3: launch<3>(x, w, y, stream); break;
+  case 4: launch<4>(x, w, y, stream); break;
+  case 5: launch<5>(x, w, y, stream); break;
+  case 6: launch<6>(x, w, y, stream); break;
+  case 7: launch<7>(x, w, y, stream); break;
+  case 8: launch<8>(x, w, y, stream); break;
   default:
     return makeError("nf4Gemv: expects 1 <= M <= 8, got {}", M);
   }

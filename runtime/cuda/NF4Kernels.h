@@ -29,6 +29,9 @@ struct NF4DeviceWeight {
   float offset = 0.0f;
   int64_t rows = 0, cols = 0;
   int64_t blockSize = 64, dqBlockSize = 256;
+  /// log2 of the two block sizes, set by the entry points (both sizes are
+  /// powers of two): a shift instead of a 64-bit division per element.
+  int blockShift = 6, dqBlockShift = 8;
   int64_t numElements() const { return rows * cols; }
 };
 
@@ -39,8 +42,8 @@ Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
 
 /// y[M, N] = x[M, K] · Wᵀ for small M (decode, evaluation): streams the NF4
 /// weight once, dequantizing in registers. bf16 in and out, fp32
-/// accumulation; the weight is rounded to bf16 as the reference does.
-/// Supports M <= 8 and K a multiple of 32.
+/// accumulation with the exact fp32 weight code * absmax.
+/// Supports M <= 8 and K a multiple of 8.
 Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
                uint16_t *y, cudaStream_t stream);
 

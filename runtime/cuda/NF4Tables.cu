@@ -20,6 +20,24 @@ const NF4Tables &hostTables() {
   return tables;
 }
 
+Expected<NF4DeviceWeight> prepare(const NF4DeviceWeight &weight) {
+  auto shiftOf = [](int64_t size) {
+    int shift = 0;
+    while ((int64_t(1) << shift) < size)
+      ++shift;
+    return (int64_t(1) << shift) == size ? shift : -1;
+  };
+  NF4DeviceWeight prepared = weight;
+  prepared.blockShift = shiftOf(weight.blockSize);
+  prepared.dqBlockShift = shiftOf(weight.dqBlockSize);
+  if (prepared.blockShift < 3 ||
+      (weight.absmaxCodes && prepared.dqBlockShift < 0))
+    return makeError("NF4 block sizes must be powers of two (>= 8), got {} "
+                     "and {}",
+                     weight.blockSize, weight.dqBlockSize);
+  return prepared;
+}
+
 } // namespace detail
 
 bool haveCudaDevice() {

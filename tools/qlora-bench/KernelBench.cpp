@@ -26,8 +26,15 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::DeviceNF4;
 
-/// Median milliseconds of `body` over `repeats` timed runs after 3 warm-ups.
-Expected<double> timeMs(int repeats, const std::function<Status()> &body) {
+/// Bytes written before every timed run, so that it starts with a cold L2
+/// (60 MB on an H200) and the GPU is busy while the host enqueues the run:
+/// the figures are the kernels' own, not the launch latency's.
+constexpr size_t kFlushBytes = size_t(256) << 20;
+
+/// Median milliseconds of `body` over `repeats` timed runs after 3 warm-ups,
+/// each preceded by an L2 flush.
+Expected<double> timeMs(int repeats, void *flush,
+                        const std::function<Status()> &body) {
   cudaEvent_t start, stop;
   QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
   QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
@@ -35,6 +42,7 @@ Expected<double> timeMs(int repeats, const std::function<Status()> &body) {
     QLORA_RETURN_IF_ERROR(body());
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
+    QLORA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush, i & 0xff, kFlushBytes));
     QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
     QLORA_RETURN_IF_ERROR(body());
     QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
@@ -69,15 +77,19 @@ Status cublasBf16(cublasHandle_t blas, bool gradInput, int64_t M, int64_t N,
 Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
   cudaDeviceProp properties;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
-  std::printf("GPU kernels on %s (%d SMs), median of %d, vs bf16 cuBLAS in the "
-              "same run\n",
+  std::printf("GPU kernels on %s (%d SMs), median of %d runs, each after an L2 "
+              "flush; beside bf16 cuBLAS in the same run\n",
               properties.name, properties.multiProcessorCount, repeats);
+  Expected<DeviceBuffer<uint8_t>> flush =
+      DeviceBuffer<uint8_t>::allocate(kFlushBytes);
+  if (!flush)
+    return flush.error();
   cublasHandle_t blas;
   if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS)
     return makeError("cublasCreate failed");
   std::mt19937_64 random(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const std::vector<int64_t> ms = {1, 8, 16, 256, 4096, 8192};
+  const std::vector<int64_t> ms = {1, 4, 8, 16, 256, 4096, 8192};
   int64_t maxM = *std::max_element(ms.begin(), ms.end());
 
   std::printf("\n%-12s %-26s %10s %12s %12s %10s\n", "shape NxK", "figure",
@@ -109,7 +121,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     QLORA_RETURN_IF_ERROR(cuda::dequantizeNF4(device->view, dense->data(), nullptr));
 
     std::string name = std::to_string(N) + "x" + std::to_string(K);
-    Expected<double> dequant = timeMs(repeats, [&] {
+    Expected<double> dequant = timeMs(repeats, flush->data(), [&] {
       return cuda::dequantizeNF4(device->view, scratch->data(), nullptr);
     });
     if (!dequant)
@@ -119,37 +131,55 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
                 "dequantize nf4+dq->bf16", *dequant * 1e3,
                 bytes / (*dequant * 1e-3) / 1e9, "-", "-");
 
-    for (bool gradInput : {false, true}) {
-      for (int64_t M : ms) {
-        if (gradInput && M < 256)
-          continue;
-        Expected<double> reference = timeMs(repeats, [&] {
-          return cublasBf16(blas, gradInput, M, N, K, dense->data(),
-                            input->data(), output->data());
-        });
-        Expected<double> ours = timeMs(repeats, [&]() -> Status {
-          if (gradInput)
-            return cuda::nf4MatmulGradInput(blas, input->data(), M,
-                                            device->view, scratch->data(),
-                                            output->data(), nullptr);
-          if (M <= 8)
-            return cuda::nf4Gemv(input->data(), M, device->view,
-                                 output->data(), nullptr);
+    // Forward by both strategies where both apply (small M), so that the
+    // crossover is measured; the input gradient at training sizes.
+    enum class Path { Gemv, DequantGemm, GradInput };
+    struct Row {
+      Path path;
+      int64_t M;
+    };
+    std::vector<Row> rows;
+    for (int64_t M : ms) {
+      if (M <= 8)
+        rows.push_back({Path::Gemv, M});
+      rows.push_back({Path::DequantGemm, M});
+    }
+    for (int64_t M : ms)
+      if (M >= 256)
+        rows.push_back({Path::GradInput, M});
+    for (const Row &row : rows) {
+      bool gradInput = row.path == Path::GradInput;
+      int64_t M = row.M;
+      Expected<double> reference = timeMs(repeats, flush->data(), [&] {
+        return cublasBf16(blas, gradInput, M, N, K, dense->data(),
+                          input->data(), output->data());
+      });
+      Expected<double> ours = timeMs(repeats, flush->data(), [&]() -> Status {
+        switch (row.path) {
+        case Path::Gemv:
+          return cuda::nf4Gemv(input->data(), M, device->view, output->data(),
+                               nullptr);
+        case Path::DequantGemm:
           return cuda::nf4MatmulDequantGemm(blas, input->data(), M,
                                             device->view, scratch->data(),
                                             output->data(), nullptr);
-        });
-        if (!reference || !ours)
-          return reference ? ours.error() : reference.error();
-        double flops = 2.0 * double(M) * double(N) * double(K);
-        std::string figure = std::string(gradInput ? "dX  " : "fwd ") +
-                             "M=" + std::to_string(M) +
-                             (gradInput || M > 8 ? " (dequant+GEMM)" : " (GEMV)");
-        std::printf("%-12s %-26s %10.1f %8.0f TF/s %12.1f %9.2fx\n",
-                    name.c_str(), figure.c_str(), *ours * 1e3,
-                    flops / (*ours * 1e-3) / 1e12, *reference * 1e3,
-                    *reference / *ours);
-      }
+        case Path::GradInput:
+          return cuda::nf4MatmulGradInput(blas, input->data(), M, device->view,
+                                          scratch->data(), output->data(),
+                                          nullptr);
+        }
+        return Status::ok();
+      });
+      if (!reference || !ours)
+        return reference ? ours.error() : reference.error();
+      double flops = 2.0 * double(M) * double(N) * double(K);
+      std::string figure =
+          std::string(gradInput ? "dX  " : "fwd ") + "M=" + std::to_string(M) +
+          (row.path == Path::Gemv ? " (GEMV)" : " (dequant+GEMM)");
+      std::printf("%-12s %-26s %10.1f %8.1f TF/s %12.1f %9.2fx\n",
+                  name.c_str(), figure.c_str(), *ours * 1e3,
+                  flops / (*ours * 1e-3) / 1e12, *reference * 1e3,
+                  *reference / *ours);
     }
   }
   cublasDestroy(blas);

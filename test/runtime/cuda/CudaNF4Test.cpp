@@ -108,7 +108,8 @@ double relativeError(const std::vector<uint16_t> &got,
 }
 
 TEST_F(CudaNF4, GemvMatchesTheReference) {
-  for (Shape shape : {Shape{1024, 4096}, Shape{688, 256}, Shape{256, 1376}}) {
+  for (Shape shape : {Shape{1024, 4096}, Shape{688, 256}, Shape{256, 688},
+                      Shape{37, 1376}}) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
     ASSERT_TRUE(device) << device.message();
@@ -128,12 +129,12 @@ TEST_F(CudaNF4, GemvMatchesTheReference) {
 }
 
 TEST_F(CudaNF4, GemvRejectsUnsupportedShapes) {
-  NF4Weight weight = quantized(256, 688, true); // K = 688 is not a multiple of 32
+  NF4Weight weight = quantized(256, 70, true); // K = 70 is not a multiple of 8
   Expected<DeviceNF4> device = DeviceNF4::upload(weight);
   ASSERT_TRUE(device);
   Status status = nf4Gemv(nullptr, 1, device->view, nullptr, nullptr);
   ASSERT_FALSE(status);
-  EXPECT_NE(status.message().find("K = 688"), std::string::npos);
+  EXPECT_NE(status.message().find("K = 70"), std::string::npos);
   weight = quantized(64, 64, true);
   device = DeviceNF4::upload(weight);
   status = nf4Gemv(nullptr, 9, device->view, nullptr, nullptr);
