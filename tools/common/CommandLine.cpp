@@ -2,6 +2,7 @@
 #include "tools/common/CommandLine.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 namespace qlora::cli {
@@ -144,6 +145,24 @@ Status CommandLine::parse(int argc, char **argv) {
     QLORA_RETURN_IF_ERROR(option->set(value));
   }
   return Status::ok();
+}
+
+std::optional<int> CommandLine::parseOrExit(int argc, char **argv) {
+  Status parsed = parse(argc, argv);
+  if (!parsed) {
+    std::fprintf(stderr, "%s: error: %s\n", program_.c_str(),
+                 parsed.message().c_str());
+    return 1;
+  }
+  if (help_) {
+    std::fputs(helpText().c_str(), stdout);
+    return 0;
+  }
+  if (version_) {
+    std::printf("%s %s\n", program_.c_str(), kVersion);
+    return 0;
+  }
+  return std::nullopt;
 }
 
 std::string CommandLine::helpText() const {

@@ -12,10 +12,14 @@
 #include "runtime/Error.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace qlora::cli {
+
+/// The version every tool reports.
+constexpr const char *kVersion = "0.1.0";
 
 class CommandLine {
 public:
@@ -36,13 +40,16 @@ public:
   void flag(std::string name, std::string help, bool *value);
 
   /// Parses argv. Positional arguments are appended to `positional()`.
-  /// Returns an error for unknown flags or bad values; sets helpRequested()
-  /// for -h/--help and versionRequested() for --version.
+  /// Returns an error for unknown flags or bad values; notes -h/--help and
+  /// --version for parseOrExit.
   Status parse(int argc, char **argv);
 
+  /// parse(), plus what every tool does alike: an error, --help or
+  /// --version is printed and the returned exit code ends the program;
+  /// nullopt means go on.
+  std::optional<int> parseOrExit(int argc, char **argv);
+
   const std::vector<std::string> &positional() const { return positional_; }
-  bool helpRequested() const { return help_; }
-  bool versionRequested() const { return version_; }
   std::string helpText() const;
 
 private:

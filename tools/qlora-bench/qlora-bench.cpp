@@ -110,19 +110,8 @@ int main(int argc, char **argv) {
       "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS).");
   commandLine.option("shapes", "RxC,...", "weight shapes to time", &shapeList);
   commandLine.option("repeats", "N", "timed repetitions per figure", &repeats);
-  Status parsed = commandLine.parse(argc, argv);
-  if (!parsed) {
-    std::fprintf(stderr, "qlora-bench: error: %s\n", parsed.message().c_str());
-    return 1;
-  }
-  if (commandLine.helpRequested()) {
-    std::fputs(commandLine.helpText().c_str(), stdout);
-    return 0;
-  }
-  if (commandLine.versionRequested()) {
-    std::puts("qlora-bench 0.1.0");
-    return 0;
-  }
+  if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
+    return *code;
   std::vector<std::vector<int64_t>> shapes;
   for (const std::string &text : cli::splitList(shapeList)) {
     Expected<std::vector<int64_t>> shape = parseShape(text);

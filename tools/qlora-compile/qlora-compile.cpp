@@ -186,17 +186,8 @@ int main(int argc, char **argv) {
                                     "(default: $CXX or c++)",
                      &cxx);
   commandLine.flag("quiet", "print only errors", &quiet);
-  ::qlora::Status parsed = commandLine.parse(argc, argv);
-  if (!parsed)
-    return fail(parsed.message());
-  if (commandLine.helpRequested()) {
-    std::fputs(commandLine.helpText().c_str(), stdout);
-    return 0;
-  }
-  if (commandLine.versionRequested()) {
-    std::puts("qlora-compile 0.1.0");
-    return 0;
-  }
+  if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
+    return *code;
   if (!commandLine.positional().empty())
     return fail("unexpected argument '" + commandLine.positional()[0] +
                 "' (try --help)");

@@ -83,17 +83,8 @@ int main(int argc, char **argv) {
                    "quantize the built-in tiny Llama (2 layers, hidden 256)",
                    &demo);
 
-  Status parsed = commandLine.parse(argc, argv);
-  if (!parsed)
-    return fail(parsed.message());
-  if (commandLine.helpRequested()) {
-    std::fputs(commandLine.helpText().c_str(), stdout);
-    return 0;
-  }
-  if (commandLine.versionRequested()) {
-    std::puts("qlora-quantize 0.1.0");
-    return 0;
-  }
+  if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
+    return *code;
   if (threads > 0)
     setNumThreads(int(threads));
 

@@ -145,17 +145,8 @@ int main(int argc, char **argv) {
                      "print a line every N steps when not on a terminal",
                      &loggingSteps);
   commandLine.flag("quiet", "print only the summary", &quiet);
-  Status parsed = commandLine.parse(argc, argv);
-  if (!parsed)
-    return fail(parsed.message());
-  if (commandLine.helpRequested()) {
-    std::fputs(commandLine.helpText().c_str(), stdout);
-    return 0;
-  }
-  if (commandLine.versionRequested()) {
-    std::puts("qlora-train 0.1.0");
-    return 0;
-  }
+  if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
+    return *code;
   if (!commandLine.positional().empty())
     return fail("unexpected argument '" + commandLine.positional()[0] +
                 "' (try --help)");
