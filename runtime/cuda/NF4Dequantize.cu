@@ -34,7 +34,8 @@ __device__ __forceinline__ uint4 decodeWord(uint32_t word, const float *code,
 }
 
 __global__ void __launch_bounds__(kThreads)
-    dequantizeKernel(NF4DeviceWeight w, detail::NF4Tables tables,
+    dequantizeKernel(const __grid_constant__ NF4DeviceWeight w,
+                     const __grid_constant__ detail::NF4Tables tables,
                      uint16_t *__restrict__ out) {
   __shared__ float code[16];
   __shared__ float dynamicMap[256];

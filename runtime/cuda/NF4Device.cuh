@@ -16,7 +16,9 @@ namespace qlora::cuda::detail {
 
 /// The NF4 code values and bitsandbytes' signed dynamic map. Kernels take
 /// them by value (1 KiB of parameter space) and copy them into shared
-/// memory, which keeps every kernel in its own translation unit.
+/// memory, which keeps every kernel in its own translation unit. Kernel
+/// parameters that device functions take by reference are declared
+/// __grid_constant__: otherwise each thread gets a local-memory copy.
 struct NF4Tables {
   float code[16];
   float dynamicMap[256];

@@ -32,8 +32,10 @@ __device__ __forceinline__ float bf16High(uint32_t pair) {
 
 template <int M, int kRows = rowsPerWarp<M>()>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    gemvKernel(const uint16_t *__restrict__ x, NF4DeviceWeight w,
-               detail::NF4Tables tables, uint16_t *__restrict__ y) {
+    gemvKernel(const uint16_t *__restrict__ x,
+               const __grid_constant__ NF4DeviceWeight w,
+               const __grid_constant__ detail::NF4Tables tables,
+               uint16_t *__restrict__ y) {
   __shared__ float code[16];
   __shared__ float dynamicMap[256];
   // Both codes of a packed byte with one shared-memory load.

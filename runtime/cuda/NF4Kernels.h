@@ -47,6 +47,14 @@ Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
 Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
                uint16_t *y, cudaStream_t stream);
 
+/// The same product for M <= 16 on tensor cores (mma m16n8k16), decoding
+/// the NF4 weight in registers: bf16 operands (the weight rounded to bf16
+/// as the reference does), fp32 accumulation. K and the block size must be
+/// multiples of 64.
+Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
+                       const NF4DeviceWeight &weight, uint16_t *y,
+                       cudaStream_t stream);
+
 /// The large-M forward y = x · Wᵀ: dequantizes W into `scratch` (rows*cols
 /// bf16, reused across calls) and runs a bf16 tensor-core GEMM with fp32
 /// accumulation through cuBLAS.

@@ -133,7 +133,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 
     // Forward by both strategies where both apply (small M), so that the
     // crossover is measured; the input gradient at training sizes.
-    enum class Path { Gemv, DequantGemm, GradInput };
+    enum class Path { Gemv, SmallM, DequantGemm, GradInput };
     struct Row {
       Path path;
       int64_t M;
@@ -142,6 +142,8 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     for (int64_t M : ms) {
       if (M <= 8)
         rows.push_back({Path::Gemv, M});
+      if (M <= 16 && K % 64 == 0)
+        rows.push_back({Path::SmallM, M});
       rows.push_back({Path::DequantGemm, M});
     }
     for (int64_t M : ms)
@@ -159,6 +161,9 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
         case Path::Gemv:
           return cuda::nf4Gemv(input->data(), M, device->view, output->data(),
                                nullptr);
+        case Path::SmallM:
+          return cuda::nf4MatmulSmallM(input->data(), M, device->view,
+                                       output->data(), nullptr);
         case Path::DequantGemm:
           return cuda::nf4MatmulDequantGemm(blas, input->data(), M,
                                             device->view, scratch->data(),
@@ -175,7 +180,9 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
       double flops = 2.0 * double(M) * double(N) * double(K);
       std::string figure =
           std::string(gradInput ? "dX  " : "fwd ") + "M=" + std::to_string(M) +
-          (row.path == Path::Gemv ? " (GEMV)" : " (dequant+GEMM)");
+          (row.path == Path::Gemv     ? " (GEMV)"
+           : row.path == Path::SmallM ? " (tensor cores)"
+                                      : " (dequant+GEMM)");
       std::printf("%-12s %-26s %10.1f %8.1f TF/s %12.1f %9.2fx\n",
                   name.c_str(), figure.c_str(), *ours * 1e3,
                   flops / (*ours * 1e-3) / 1e12, *reference * 1e3,

@@ -128,6 +128,33 @@ TEST_F(CudaNF4, GemvMatchesTheReference) {
   }
 }
 
+TEST_F(CudaNF4, SmallMTensorCoresMatchTheReference) {
+  for (Shape shape : {Shape{1024, 4096}, Shape{4096, 1024}, Shape{40, 640}}) {
+    NF4Weight weight = quantized(shape.rows, shape.cols, true);
+    Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+    ASSERT_TRUE(device) << device.message();
+    for (int64_t M : {1, 5, 8, 9, 16}) {
+      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
+      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+      Expected<DeviceBuffer<uint16_t>> dy =
+          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
+      ASSERT_TRUE(dx && dy && dy->poison());
+      ASSERT_TRUE(
+          nf4MatmulSmallM(dx->data(), M, device->view, dy->data(), nullptr));
+      Expected<std::vector<uint16_t>> y = dy->download();
+      ASSERT_TRUE(y) << y.message();
+      EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3)
+          << shape.rows << "x" << shape.cols << " M=" << M;
+    }
+  }
+  NF4Weight odd = quantized(64, 96, true); // K = 96 is not a multiple of 64
+  Expected<DeviceNF4> device = DeviceNF4::upload(odd);
+  ASSERT_TRUE(device);
+  Status status = nf4MatmulSmallM(nullptr, 1, device->view, nullptr, nullptr);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.message().find("K = 96"), std::string::npos);
+}
+
 TEST_F(CudaNF4, GemvRejectsUnsupportedShapes) {
   NF4Weight weight = quantized(256, 70, true); // K = 70 is not a multiple of 8
   Expected<DeviceNF4> device = DeviceNF4::upload(weight);
