@@ -1,0 +1,297 @@
+//===- CrossEntropy.cu - Fused causal-LM cross-entropy on the GPU -----------===//
+//
+// transformers' ForCausalLMLoss after the shift (torch cross_entropy, mean
+// over labels that are not ignore_index) with its backward, on fp32 logits:
+//  1. one block counts the counted rows and finds the first invalid label;
+//  2. one block per row reads the row once for an online max / sum of exp
+//     (the lse), then once more to write dlogits = (softmax - onehot) *
+//     dloss / count, and writes the row's loss;
+//  3. one block averages the row losses in a fixed order (fp64).
+// The logits are read twice and dlogits written once; nothing else of
+// vocabulary size is materialized. Row sums are fp32 per thread (a few
+// hundred terms) combined in a fixed tree, within fp32 rounding of the CPU's
+// fp64 sums; the row loss itself is formed in fp64 as the CPU does.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/TrainingKernels.h"
+
+#include <climits>
+#include <cstdint>
+
+namespace qlora::cuda {
+namespace {
+
+constexpr int kCountThreads = 1024;
+constexpr int kRowThreads = 256;
+constexpr int kLossThreads = 1024;
+
+//===----------------------------------------------------------------------===//
+// Label count and check
+//===----------------------------------------------------------------------===//
+
+__global__ void __launch_bounds__(kCountThreads)
+    countLabelsKernel(const int32_t *__restrict__ labels, int64_t rows,
+                      int64_t vocab, int32_t ignoreIndex,
+                      int32_t *__restrict__ status) {
+  __shared__ int counts[kCountThreads / 32];
+  __shared__ long long firstBad[kCountThreads / 32];
+  int count = 0;
+  long long bad = LLONG_MAX;
+  for (int64_t r = threadIdx.x; r < rows; r += kCountThreads) {
+    int32_t label = __ldg(labels + r);
+    if (label == ignoreIndex)
+      continue;
+    if (label < 0 || label >= vocab)
+      bad = min(bad, (long long)r);
+    else
+      ++count;
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    count += __shfl_xor_sync(0xffffffffu, count, offset);
+    bad = min(bad, __shfl_xor_sync(0xffffffffu, bad, offset));
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    counts[warp] = count;
+    firstBad[warp] = bad;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    count = counts[lane];
+    bad = firstBad[lane];
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      count += __shfl_xor_sync(0xffffffffu, count, offset);
+      bad = min(bad, __shfl_xor_sync(0xffffffffu, bad, offset));
+    }
+    if (lane == 0) {
+      status[0] = count;
+      status[1] = bad == LLONG_MAX ? -1 : int32_t(bad);
+      status[2] = bad == LLONG_MAX ? 0 : labels[bad];
+      status[3] = 0;
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The fused row kernel
+//===----------------------------------------------------------------------===//
+
+/// Adds x to a running (max m, sum s of exp(. - m)). -inf terms add nothing
+/// (and must not form -inf - -inf); NaN propagates into s.
+__device__ __forceinline__ void onlineAdd(float x, float &m, float &s) {
+  if (x > m) {
+    s = s * expf(m - x) + 1.0f;
+    m = x;
+  } else if (x != -INFINITY) {
+    s += expf(x - m);
+  }
+}
+
+/// The same for 4 values: one rescale per vector instead of per element.
+__device__ __forceinline__ void onlineAdd4(float4 v, float &m, float &s) {
+  float top = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
+  if (top > m) {
+    s *= expf(m - top);
+    m = top;
+  }
+  if (m != -INFINITY)
+    s += (expf(v.x - m) + expf(v.y - m)) + (expf(v.z - m) + expf(v.w - m));
+  else if (v.x != v.x || v.y != v.y || v.z != v.z || v.w != v.w)
+    s = NAN; // fmaxf dropped a NaN of an otherwise -inf vector
+}
+
+/// Merges (m2, s2) into (m, s).
+__device__ __forceinline__ void combine(float &m, float &s, float m2,
+                                        float s2) {
+  float top = fmaxf(m, m2);
+  if (top == -INFINITY) {
+    s = s + s2;
+    return;
+  }
+  s = s * expf(m - top) + s2 * expf(m2 - top);
+  m = top;
+}
+
+/// No __restrict__ on logits / dlogits: they may alias. Every read of the
+/// row (pass 1 and the label's logit) precedes the reduction's barriers, and
+/// in pass 2 each element is read and then written by one thread.
+__global__ void __launch_bounds__(kRowThreads)
+    crossEntropyRowKernel(const float *logits, const int32_t *__restrict__ labels,
+                          int64_t vocab, int32_t ignoreIndex, float dloss,
+                          bool vectorize, const int32_t *__restrict__ status,
+                          float *dlogits, float *__restrict__ rowLoss) {
+  __shared__ float warpMax[kRowThreads / 32], warpSum[kRowThreads / 32];
+  __shared__ float labelLogit, rowLse, rowWeight;
+  const int64_t row = blockIdx.x;
+  const float *in = logits + row * vocab;
+  float *out = dlogits + row * vocab;
+  const int32_t label = __ldg(labels + row);
+  const int count = __ldg(status);
+  const bool counted =
+      label != ignoreIndex && label >= 0 && label < vocab && count > 0;
+
+  // A scalar head up to a 16-byte boundary, float4 vectors, a scalar tail;
+  // logits and dlogits have the same alignment when `vectorize`.
+  int64_t head = vocab, vectors = 0;
+  if (vectorize) {
+    int64_t misaligned = int64_t((reinterpret_cast<uintptr_t>(in) & 15u) / 4);
+    head = misaligned == 0 ? 0 : min(int64_t(4) - misaligned, vocab);
+    vectors = (vocab - head) / 4;
+  }
+  const int64_t tail = head + vectors * 4;
+
+  if (!counted) { // ignored (or invalid) rows: zero gradient, no loss
+    for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
+      out[j] = 0.0f;
+    for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads)
+      reinterpret_cast<float4 *>(out + head)[k] = make_float4(0, 0, 0, 0);
+    for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
+      out[j] = 0.0f;
+    if (threadIdx.x == 0)
+      rowLoss[row] = 0.0f;
+    return;
+  }
+
+  // Pass 1: online max and sum of exp.
+  float m = -INFINITY, s = 0.0f;
+  for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
+    onlineAdd(in[j], m, s);
+  for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads)
+    onlineAdd4(reinterpret_cast<const float4 *>(in + head)[k], m, s);
+  for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
+    onlineAdd(in[j], m, s);
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
+    float s2 = __shfl_xor_sync(0xffffffffu, s, offset);
+    combine(m, s, m2, s2);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    warpMax[warp] = m;
+    warpSum[warp] = s;
+  }
+  if (threadIdx.x == 0)
+    labelLogit = in[label];
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < kRowThreads / 32 ? warpMax[lane] : -INFINITY;
+    s = lane < kRowThreads / 32 ? warpSum[lane] : 0.0f;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
+      float s2 = __shfl_xor_sync(0xffffffffu, s, offset);
+      combine(m, s, m2, s2);
+    }
+    if (lane == 0) {
+      // The CPU's lse = max + log(sum) and loss = lse - logit, in fp64.
+      double lse = double(m) + log(double(s));
+      rowLoss[row] = float(lse - double(labelLogit));
+      rowLse = float(lse);
+      rowWeight = float(double(dloss) / double(count));
+    }
+  }
+  __syncthreads();
+  const float lse = rowLse, weight = rowWeight;
+
+  // Pass 2: dlogits = exp(x - lse) * weight, minus weight at the label.
+  auto grad = [&](float x, int64_t j) {
+    float g = expf(x - lse) * weight;
+    return j == label ? g - weight : g;
+  };
+  for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
+    out[j] = grad(in[j], j);
+  for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads) {
+    float4 v = reinterpret_cast<const float4 *>(in + head)[k];
+    int64_t j = head + 4 * k;
+    reinterpret_cast<float4 *>(out + head)[k] =
+        make_float4(grad(v.x, j), grad(v.y, j + 1), grad(v.z, j + 2),
+                    grad(v.w, j + 3));
+  }
+  for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
+    out[j] = grad(in[j], j);
+}
+
+//===----------------------------------------------------------------------===//
+// The mean loss
+//===----------------------------------------------------------------------===//
+
+__global__ void __launch_bounds__(kLossThreads)
+    meanLossKernel(const float *__restrict__ rowLoss, int64_t rows,
+                   const int32_t *__restrict__ status,
+                   float *__restrict__ loss) {
+  __shared__ double partial[kLossThreads];
+  double sum = 0.0;
+  for (int64_t r = threadIdx.x; r < rows; r += kLossThreads)
+    sum += double(rowLoss[r]);
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  // A fixed tree: the same sum on every run.
+  for (int width = kLossThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width)
+      partial[threadIdx.x] += partial[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    int count = status[0];
+    // torch's mean over nothing is NaN; a step with no target tokens
+    // contributes nothing instead, as on the CPU.
+    *loss = count > 0 ? float(partial[0] / double(count)) : 0.0f;
+  }
+}
+
+} // namespace
+
+Status crossEntropyAsync(const float *logits, const int32_t *labels,
+                         int64_t rows, int64_t vocab, int32_t ignoreIndex,
+                         float dloss, float *dlogits, float *rowLoss,
+                         float *loss, int32_t *status, cudaStream_t stream) {
+  if (rows < 0 || rows > INT32_MAX || vocab <= 0 || vocab > INT32_MAX)
+    return makeError("crossEntropy: expects 0 <= rows < 2^31 and 0 < vocab < "
+                     "2^31, got rows = {}, vocab = {}",
+                     rows, vocab);
+  countLabelsKernel<<<1, kCountThreads, 0, stream>>>(labels, rows, vocab,
+                                                     ignoreIndex, status);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  if (rows > 0) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(logits);
+    const uintptr_t b = reinterpret_cast<uintptr_t>(dlogits);
+    const bool vectorize = ((a ^ b) & 15u) == 0 && (a & 3u) == 0;
+    crossEntropyRowKernel<<<unsigned(rows), kRowThreads, 0, stream>>>(
+        logits, labels, vocab, ignoreIndex, dloss, vectorize, status, dlogits,
+        rowLoss);
+    QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  meanLossKernel<<<1, kLossThreads, 0, stream>>>(rowLoss, rows, status, loss);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Expected<int64_t> checkCrossEntropy(const int32_t *status, int64_t vocab,
+                                    int32_t ignoreIndex, cudaStream_t stream) {
+  int32_t words[kCrossEntropyStatusWords] = {};
+  QLORA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(words, status, sizeof words,
+                                             cudaMemcpyDeviceToHost, stream));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  if (words[1] >= 0)
+    return makeError("cross_entropy: label {} at row {} is outside the "
+                     "vocabulary [0, {}) and is not the ignore index {}",
+                     words[2], words[1], vocab, ignoreIndex);
+  return int64_t(words[0]);
+}
+
+Expected<int64_t> crossEntropy(const float *logits, const int32_t *labels,
+                               int64_t rows, int64_t vocab,
+                               int32_t ignoreIndex, float dloss,
+                               float *dlogits, float *rowLoss, float *loss,
+                               int32_t *status, cudaStream_t stream) {
+  QLORA_RETURN_IF_ERROR(crossEntropyAsync(logits, labels, rows, vocab,
+                                          ignoreIndex, dloss, dlogits, rowLoss,
+                                          loss, status, stream));
+  return checkCrossEntropy(status, vocab, ignoreIndex, stream);
+}
+
+} // namespace qlora::cuda

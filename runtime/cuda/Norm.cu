@@ -1,0 +1,235 @@
+//===- Norm.cu - RMSNorm forward and backward on the GPU --------------------===//
+//
+// One warp per row: the row's reduction is a handful of shuffles, no shared
+// memory and no block barrier, and rows of training steps (batch x seq) are
+// many. A row is split into a scalar head up to the first 16-byte boundary,
+// 16-byte vectors of 8 bf16, and a scalar tail, so that any hidden size
+// (4096 + 3 included, whose rows start at every alignment) uses vector loads
+// for the activations. The frozen weight is shared by all rows and stays in
+// L1/L2; it is read as vectors when its offset is aligned too, else element by
+// element. Each pass re-reads the row (L1/L2) instead of holding it in
+// registers, so that hidden has no upper bound.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/cuda/Bf16.cuh"
+#include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/TrainingKernels.h"
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <initializer_list>
+
+namespace qlora::cuda {
+namespace {
+
+using detail::bf16ToFloat;
+using detail::floatToBf16;
+using detail::pack8;
+using detail::packBf16;
+using detail::unpack8;
+
+constexpr int kWarpsPerBlock = 8;
+
+/// A row as [0, head) scalar, `vectors` 8-element vectors, then a scalar
+/// tail up to hidden. With `vectorize` false the whole row is the head.
+struct RowSplit {
+  int64_t head, vectors;
+};
+
+__device__ __forceinline__ RowSplit splitRow(const uint16_t *row,
+                                             int64_t hidden, bool vectorize) {
+  if (!vectorize)
+    return {hidden, 0};
+  int64_t misaligned = int64_t((reinterpret_cast<uintptr_t>(row) & 15u) / 2);
+  int64_t head = misaligned == 0 ? 0 : min(int64_t(8) - misaligned, hidden);
+  return {head, (hidden - head) / 8};
+}
+
+/// 8 weight values starting at `w` (16-byte aligned when `aligned`).
+__device__ __forceinline__ void loadWeight8(const uint16_t *w, bool aligned,
+                                            float *out) {
+  if (aligned) {
+    unpack8(__ldg(reinterpret_cast<const uint4 *>(w)), out);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      out[k] = bf16ToFloat(__ldg(w + k));
+  }
+}
+
+__device__ __forceinline__ float warpSum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2)
+    value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+/// x and y are not __restrict__: y may alias x. Each element is read and
+/// written by the same lane, and the shuffle reduction orders every read of
+/// the first pass before any write.
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    rmsNormForwardKernel(const uint16_t *x, const uint16_t *__restrict__ weight,
+                         int64_t rows, int64_t hidden, float eps, bool vectorize,
+                         uint16_t *y, float *__restrict__ rstd) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows)
+    return;
+  const uint16_t *xr = x + row * hidden;
+  uint16_t *yr = y + row * hidden;
+  const RowSplit split = splitRow(xr, hidden, vectorize);
+  const int64_t tail = split.head + split.vectors * 8;
+
+  // Pass 1: sum of squares (a bf16 square is exact in fp32).
+  float sum = 0.0f;
+  for (int64_t i = lane; i < split.head; i += 32) {
+    float v = bf16ToFloat(xr[i]);
+    sum += v * v;
+  }
+  for (int64_t k = lane; k < split.vectors; k += 32) {
+    float v[8];
+    unpack8(*reinterpret_cast<const uint4 *>(xr + split.head + 8 * k), v);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      sum += v[j] * v[j];
+  }
+  for (int64_t i = tail + lane; i < hidden; i += 32) {
+    float v = bf16ToFloat(xr[i]);
+    sum += v * v;
+  }
+  sum = warpSum(sum);
+  // torch: variance = mean(x^2); x * rsqrt(variance + eps). IEEE sqrt and
+  // division (no fast math), as the CPU reference computes 1 / sqrt.
+  const float r = 1.0f / sqrtf(sum / float(hidden) + eps);
+  if (lane == 0)
+    rstd[row] = r;
+
+  // Pass 2: y = weight * (x * r), the CPU's order.
+  for (int64_t i = lane; i < split.head; i += 32)
+    yr[i] = floatToBf16(bf16ToFloat(__ldg(weight + i)) *
+                        (bf16ToFloat(xr[i]) * r));
+  const bool weightAligned =
+      ((reinterpret_cast<uintptr_t>(weight + split.head)) & 15u) == 0;
+  for (int64_t k = lane; k < split.vectors; k += 32) {
+    const int64_t i = split.head + 8 * k;
+    float v[8], w[8], out[8];
+    unpack8(*reinterpret_cast<const uint4 *>(xr + i), v);
+    loadWeight8(weight + i, weightAligned, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      out[j] = w[j] * (v[j] * r);
+    *reinterpret_cast<uint4 *>(yr + i) = pack8(out);
+  }
+  for (int64_t i = tail + lane; i < hidden; i += 32)
+    yr[i] = floatToBf16(bf16ToFloat(__ldg(weight + i)) *
+                        (bf16ToFloat(xr[i]) * r));
+}
+
+/// With g = weight * dy and r = rstd[row]:
+///   dx_i = r g_i - x_i r^3 sum_j(g_j x_j) / hidden.
+/// dx may alias dy (same argument as the forward).
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    rmsNormBackwardKernel(const uint16_t *x,
+                          const uint16_t *__restrict__ weight,
+                          const uint16_t *dy, const float *__restrict__ rstd,
+                          int64_t rows, int64_t hidden, bool vectorize,
+                          uint16_t *dx) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows)
+    return;
+  const uint16_t *xr = x + row * hidden;
+  const uint16_t *dyr = dy + row * hidden;
+  uint16_t *dxr = dx + row * hidden;
+  const RowSplit split = splitRow(xr, hidden, vectorize);
+  const int64_t tail = split.head + split.vectors * 8;
+  const bool weightAligned =
+      ((reinterpret_cast<uintptr_t>(weight + split.head)) & 15u) == 0;
+
+  // Pass 1: sum_j (w_j dy_j) x_j; w_j dy_j is exact in fp32 (bf16 x bf16).
+  float dot = 0.0f;
+  auto scalarDot = [&](int64_t i) {
+    float g = bf16ToFloat(__ldg(weight + i)) * bf16ToFloat(dyr[i]);
+    dot += g * bf16ToFloat(xr[i]);
+  };
+  for (int64_t i = lane; i < split.head; i += 32)
+    scalarDot(i);
+  for (int64_t k = lane; k < split.vectors; k += 32) {
+    const int64_t i = split.head + 8 * k;
+    float xv[8], dv[8], w[8];
+    unpack8(*reinterpret_cast<const uint4 *>(xr + i), xv);
+    unpack8(*reinterpret_cast<const uint4 *>(dyr + i), dv);
+    loadWeight8(weight + i, weightAligned, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      dot += (w[j] * dv[j]) * xv[j];
+  }
+  for (int64_t i = tail + lane; i < hidden; i += 32)
+    scalarDot(i);
+  dot = warpSum(dot);
+  const float r = __ldg(rstd + row);
+  const float c = r * r * r * dot / float(hidden);
+
+  // Pass 2: dx = r * (w * dy) - x * c, the CPU's order.
+  auto scalarDx = [&](int64_t i) {
+    float g = bf16ToFloat(__ldg(weight + i)) * bf16ToFloat(dyr[i]);
+    dxr[i] = floatToBf16(r * g - bf16ToFloat(xr[i]) * c);
+  };
+  for (int64_t i = lane; i < split.head; i += 32)
+    scalarDx(i);
+  for (int64_t k = lane; k < split.vectors; k += 32) {
+    const int64_t i = split.head + 8 * k;
+    float xv[8], dv[8], w[8], out[8];
+    unpack8(*reinterpret_cast<const uint4 *>(xr + i), xv);
+    unpack8(*reinterpret_cast<const uint4 *>(dyr + i), dv);
+    loadWeight8(weight + i, weightAligned, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      out[j] = r * (w[j] * dv[j]) - xv[j] * c;
+    *reinterpret_cast<uint4 *>(dxr + i) = pack8(out);
+  }
+  for (int64_t i = tail + lane; i < hidden; i += 32)
+    scalarDx(i);
+}
+
+/// Whether every row of the given tensors starts at the same offset from a
+/// 16-byte boundary, so that one head length serves all of them.
+bool sameAlignment(std::initializer_list<const void *> pointers) {
+  uintptr_t first = reinterpret_cast<uintptr_t>(*pointers.begin()) & 15u;
+  for (const void *p : pointers)
+    if ((reinterpret_cast<uintptr_t>(p) & 15u) != first ||
+        (reinterpret_cast<uintptr_t>(p) & 1u) != 0)
+      return false;
+  return true;
+}
+
+int64_t blocksFor(int64_t rows) {
+  return (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+}
+
+} // namespace
+
+Status rmsNormForward(const uint16_t *x, const uint16_t *weight, int64_t rows,
+                      int64_t hidden, float eps, uint16_t *y, float *rstd,
+                      cudaStream_t stream) {
+  if (rows <= 0 || hidden <= 0)
+    return Status::ok();
+  rmsNormForwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+      x, weight, rows, hidden, eps, sameAlignment({x, y}), y, rstd);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status rmsNormBackward(const uint16_t *x, const uint16_t *weight,
+                       const uint16_t *dy, const float *rstd, int64_t rows,
+                       int64_t hidden, uint16_t *dx, cudaStream_t stream) {
+  if (rows <= 0 || hidden <= 0)
+    return Status::ok();
+  rmsNormBackwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+      x, weight, dy, rstd, rows, hidden, sameAlignment({x, dy, dx}), dx);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+} // namespace qlora::cuda
