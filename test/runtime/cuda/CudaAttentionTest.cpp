@@ -12,6 +12,7 @@
 // checked on its own. seq 37 and 300 leave partial query and key blocks.
 //
 //===----------------------------------------------------------------------===//
+#include "GpuTestUtil.h"
 #include "runtime/Float16.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cuda/AttentionKernels.h"
@@ -29,6 +30,10 @@
 
 namespace qlora::cuda {
 namespace {
+
+using testing::relativeError;
+using testing::toBf16;
+using testing::toFloat;
 
 #define ASSERT_OK(expr)                                                        \
   do {                                                                         \
@@ -66,37 +71,6 @@ template <typename T> std::vector<T> download(const DeviceBuffer<T> &buffer) {
     return std::vector<T>(buffer.size());
   }
   return values.take();
-}
-
-std::vector<float> toFloat(const std::vector<uint16_t> &bf16) {
-  std::vector<float> values(bf16.size());
-  for (size_t i = 0; i < bf16.size(); ++i)
-    values[i] = bf16ToFloat(bf16[i]);
-  return values;
-}
-
-std::vector<uint16_t> toBf16(const std::vector<float> &values) {
-  std::vector<uint16_t> bf16(values.size());
-  for (size_t i = 0; i < values.size(); ++i)
-    bf16[i] = floatToBf16(values[i]);
-  return bf16;
-}
-
-/// ||got - ref|| / ||ref||; infinity when got holds a NaN or infinity, or
-/// the sizes differ.
-double relativeError(const std::vector<float> &got,
-                     const std::vector<float> &ref) {
-  if (got.size() != ref.size())
-    return std::numeric_limits<double>::infinity();
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i]))
-      return std::numeric_limits<double>::infinity();
-    double d = double(got[i]) - double(ref[i]);
-    diff += d * d;
-    norm += double(ref[i]) * double(ref[i]);
-  }
-  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
 }
 
 /// A bf16 result against the CPU's fp32 one rounded to bf16.

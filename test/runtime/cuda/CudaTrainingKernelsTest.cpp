@@ -11,6 +11,7 @@
 // paths.
 //
 //===----------------------------------------------------------------------===//
+#include "GpuTestUtil.h"
 #include "runtime/Float16.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cuda/DeviceBuffer.h"
@@ -29,6 +30,10 @@
 
 namespace qlora::cuda {
 namespace {
+
+using testing::relativeError;
+using testing::roundedToBf16;
+using testing::toFloat;
 
 /// Fails the test (and returns from it) with the error's message.
 #define ASSERT_OK(expr)                                                        \
@@ -119,42 +124,6 @@ std::vector<T> download(const Placed<T> &placed, int64_t count) {
                         values->begin() + placed.offset + count);
 }
 
-std::vector<float> toFloat(const std::vector<uint16_t> &bf16) {
-  std::vector<float> values(bf16.size());
-  for (size_t i = 0; i < bf16.size(); ++i)
-    values[i] = bf16ToFloat(bf16[i]);
-  return values;
-}
-
-/// The CPU's fp32 result as the GPU stores it: rounded to bf16.
-std::vector<float> roundedToBf16(const std::vector<float> &values) {
-  std::vector<float> rounded(values.size());
-  for (size_t i = 0; i < values.size(); ++i)
-    rounded[i] = bf16ToFloat(floatToBf16(values[i]));
-  return rounded;
-}
-
-/// ||got - ref|| / ||ref||; infinity when got holds a NaN or infinity
-/// (poison left unwritten), and when the sizes differ.
-double relativeError(const std::vector<float> &got,
-                     const std::vector<float> &ref) {
-  if (got.size() != ref.size())
-    return std::numeric_limits<double>::infinity();
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i]))
-      return std::numeric_limits<double>::infinity();
-    double d = double(got[i]) - double(ref[i]);
-    diff += d * d;
-    norm += double(ref[i]) * double(ref[i]);
-  }
-  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
-}
-
-double relativeError(const std::vector<uint16_t> &got,
-                     const std::vector<float> &ref) {
-  return relativeError(toFloat(got), ref);
-}
 
 constexpr double kBf16Tolerance = 1e-2;
 constexpr double kFp32Tolerance = 1e-5;
