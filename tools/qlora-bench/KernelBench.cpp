@@ -10,7 +10,9 @@
 
 #include "runtime/BnbFormat.h"
 #include "runtime/Float16.h"
+#include "runtime/cuda/AttentionKernels.h"
 #include "runtime/cuda/DeviceNF4.h"
+#include "runtime/cuda/TrainingKernels.h"
 #include "runtime/cuda/NF4Kernels.h"
 
 #include <cublas_v2.h>
@@ -18,6 +20,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <cmath>
 #include <random>
 
 namespace qlora::bench {
@@ -72,6 +75,151 @@ Status cublasBf16(cublasHandle_t blas, bool gradInput, int64_t M, int64_t N,
                          int(K), &beta, out, CUDA_R_16BF, int(N),
                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return cuda::cublasStatus(status, "cublasGemmEx", __FILE__, __LINE__);
+}
+
+using namespace ::qlora::cuda;
+
+/// Elementwise kernels against the copy bandwidth measured in the same run,
+/// and attention in TFLOP/s, at the Llama-7B training shape: 4 x 2048
+/// tokens, hidden 4096, MLP 11008, 32 heads of 128, vocab 32000.
+Status benchTrainingKernels(int repeats, void *flush) {
+  const int64_t batch = 4, seq = 2048, tokens = batch * seq;
+  const int64_t hidden = 4096, mlp = 11008, heads = 32, headDim = 128;
+  const int64_t vocab = 32000, lossRows = 2048;
+  std::mt19937_64 random(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto randomBf16 = [&](int64_t n) {
+    std::vector<uint16_t> values(n);
+    for (uint16_t &value : values)
+      value = floatToBf16(normal(random));
+    return DeviceBuffer<uint16_t>::upload(values);
+  };
+  Expected<DeviceBuffer<uint16_t>> a = randomBf16(tokens * mlp);
+  Expected<DeviceBuffer<uint16_t>> b = randomBf16(tokens * mlp);
+  Expected<DeviceBuffer<uint16_t>> c = randomBf16(tokens * mlp);
+  Expected<DeviceBuffer<uint16_t>> d = DeviceBuffer<uint16_t>::allocate(tokens * mlp);
+  Expected<DeviceBuffer<uint16_t>> e = DeviceBuffer<uint16_t>::allocate(tokens * mlp);
+  Expected<DeviceBuffer<uint16_t>> norm = randomBf16(hidden);
+  Expected<DeviceBuffer<float>> rstd = DeviceBuffer<float>::allocate(tokens);
+  Expected<DeviceBuffer<float>> logits =
+      DeviceBuffer<float>::allocate(lossRows * vocab);
+  Expected<DeviceBuffer<float>> rowLoss = DeviceBuffer<float>::allocate(lossRows);
+  Expected<DeviceBuffer<float>> loss = DeviceBuffer<float>::allocate(1);
+  Expected<DeviceBuffer<int32_t>> status =
+      DeviceBuffer<int32_t>::allocate(kCrossEntropyStatusWords);
+  std::vector<int32_t> hostLabels(lossRows);
+  for (int64_t i = 0; i < lossRows; ++i)
+    hostLabels[i] = int32_t((i * 7919) % vocab);
+  Expected<DeviceBuffer<int32_t>> labels =
+      DeviceBuffer<int32_t>::upload(hostLabels);
+  for (const Status &s : {a.status(), b.status(), c.status(), d.status(),
+                          e.status(), norm.status(), rstd.status(),
+                          logits.status(), rowLoss.status(), loss.status(),
+                          status.status(), labels.status()})
+    if (!s)
+      return s;
+  QLORA_CUDA_RETURN_IF_ERROR(
+      cudaMemset(logits->data(), 0, lossRows * vocab * sizeof(float)));
+
+  const size_t copyBytes = size_t(tokens * mlp * 2);
+  Expected<double> copy = timeMs(repeats, flush, [&]() -> Status {
+    QLORA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        d->data(), a->data(), copyBytes, cudaMemcpyDeviceToDevice));
+    return Status::ok();
+  });
+  if (!copy)
+    return copy.error();
+  double copyRate = 2.0 * double(copyBytes) / (*copy * 1e-3) / 1e9;
+  std::printf("\nTraining kernels, 4 x 2048 tokens (Llama-7B shapes); copy "
+              "bandwidth in this run: %.0f GB/s (read + write)\n",
+              copyRate);
+  std::printf("%-34s %10s %12s %12s\n", "kernel", "us", "GB/s", "of copy");
+  struct Figure {
+    const char *name;
+    double bytes;
+    std::function<Status()> body;
+  };
+  const double activation = double(tokens * hidden * 2);
+  const double wide = double(tokens * mlp * 2);
+  std::vector<Figure> figures = {
+      {"rms_norm forward (hidden 4096)", 2 * activation,
+       [&] {
+         return rmsNormForward(a->data(), norm->data(), tokens, hidden, 1e-5f,
+                               d->data(), rstd->data(), nullptr);
+       }},
+      {"rms_norm backward", 3 * activation,
+       [&] {
+         return rmsNormBackward(a->data(), norm->data(), b->data(),
+                                rstd->data(), tokens, hidden, d->data(),
+                                nullptr);
+       }},
+      {"rope forward (32 x 128)", 2 * activation,
+       [&] {
+         return ropeForward(a->data(), batch, seq, heads, headDim, 10000.0f,
+                            d->data(), nullptr);
+       }},
+      {"rope backward", 2 * activation,
+       [&] {
+         return ropeBackward(a->data(), batch, seq, heads, headDim, 10000.0f,
+                             d->data(), nullptr);
+       }},
+      {"swiglu forward (MLP 11008)", 3 * wide,
+       [&] {
+         return swigluForward(a->data(), b->data(), tokens * mlp, d->data(),
+                              nullptr);
+       }},
+      {"swiglu backward", 5 * wide,
+       [&] {
+         return swigluBackward(a->data(), b->data(), c->data(), tokens * mlp,
+                               d->data(), e->data(), nullptr);
+       }},
+      {"cross-entropy fwd+bwd (fp32, 32000)", 2.0 * lossRows * vocab * 4,
+       [&] {
+         return crossEntropyAsync(logits->data(), labels->data(), lossRows,
+                                  vocab, -100, 1.0f, logits->data(),
+                                  rowLoss->data(), loss->data(),
+                                  status->data(), nullptr);
+       }},
+  };
+  for (Figure &figure : figures) {
+    Expected<double> ms = timeMs(repeats, flush, figure.body);
+    if (!ms)
+      return ms.error();
+    double rate = figure.bytes / (*ms * 1e-3) / 1e9;
+    std::printf("%-34s %10.1f %12.0f %11.0f%%\n", figure.name, *ms * 1e3,
+                rate, 100.0 * rate / copyRate);
+  }
+
+  // Causal attention at seq 2048, one sequence, 32 heads of 128.
+  const int64_t attnTokens = seq * heads * headDim;
+  Expected<DeviceBuffer<float>> lse = DeviceBuffer<float>::allocate(seq * heads);
+  Expected<DeviceBuffer<uint8_t>> scratch = DeviceBuffer<uint8_t>::allocate(
+      attentionBackwardScratchBytes(1, seq, heads, heads, headDim));
+  if (!lse || !scratch)
+    return lse ? scratch.error() : lse.error();
+  const uint16_t *q = a->data(), *k = a->data() + attnTokens,
+                 *v = a->data() + 2 * attnTokens, *dout = b->data();
+  uint16_t *out = c->data(), *dq = d->data(), *dk = e->data(),
+           *dv = e->data() + attnTokens;
+  const float scale = 1.0f / std::sqrt(float(headDim));
+  Expected<double> forward = timeMs(repeats, flush, [&] {
+    return attentionForward(q, k, v, 1, seq, heads, heads, headDim, scale, out,
+                            lse->data(), nullptr);
+  });
+  Expected<double> backward = timeMs(repeats, flush, [&] {
+    return attentionBackward(q, k, v, out, lse->data(), dout, 1, seq, heads,
+                             heads, headDim, scale, scratch->data(), dq, dk,
+                             dv, nullptr);
+  });
+  if (!forward || !backward)
+    return forward ? backward.error() : forward.error();
+  // Causal: half of the 4 * seq^2 * headDim * heads of the full products.
+  double flops = 2.0 * double(seq) * double(seq) * double(headDim * heads);
+  std::printf("%-34s %10.1f %9.0f TF/s\n", "attention forward (seq 2048)",
+              *forward * 1e3, flops / (*forward * 1e-3) / 1e12);
+  std::printf("%-34s %10.1f %9.0f TF/s\n", "attention backward",
+              *backward * 1e3, 2.5 * flops / (*backward * 1e-3) / 1e12);
+  return Status::ok();
 }
 
 Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
@@ -190,7 +338,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     }
   }
   cublasDestroy(blas);
-  return Status::ok();
+  return benchTrainingKernels(repeats, flush->data());
 }
 
 } // namespace
