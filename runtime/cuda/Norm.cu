@@ -129,6 +129,119 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 /// With g = weight * dy and r = rstd[row]:
 ///   dx_i = r g_i - x_i r^3 sum_j(g_j x_j) / hidden.
 /// dx may alias dy (same argument as the forward).
+/// The common case, rows of at most 8192 aligned elements: each lane keeps
+/// its 16-byte vectors of the row in registers, so x is read from memory once
+/// and all of a lane's loads are in flight together. Same per-lane order of
+/// operations as rmsNormForwardKernel, hence the same bits. y may alias x:
+/// a lane reads all of its elements before it writes any.
+template <int V>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    rmsNormForwardCachedKernel(const uint16_t *x,
+                               const uint16_t *__restrict__ weight,
+                               int64_t rows, int64_t hidden, float eps,
+                               uint16_t *y,
+                               float *__restrict__ rstd) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows)
+    return;
+  const int64_t vectors = hidden / 8;
+  const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * hidden);
+  uint4 cache[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j)
+    if (lane + 32 * j < vectors)
+      cache[j] = xr[lane + 32 * j];
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    if (lane + 32 * j >= vectors)
+      break;
+    float v[8];
+    unpack8(cache[j], v);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      sum += v[e] * v[e];
+  }
+  sum = warpSum(sum);
+  const float r = 1.0f / sqrtf(sum / float(hidden) + eps);
+  if (lane == 0)
+    rstd[row] = r;
+  const uint4 *wr = reinterpret_cast<const uint4 *>(weight);
+  uint4 *yr = reinterpret_cast<uint4 *>(y + row * hidden);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const int64_t k = lane + 32 * j;
+    if (k >= vectors)
+      break;
+    float v[8], w[8], out[8];
+    unpack8(cache[j], v);
+    unpack8(__ldg(&wr[k]), w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      out[e] = w[e] * (v[e] * r);
+    yr[k] = pack8(out);
+  }
+}
+
+/// The backward's common case, like rmsNormForwardCachedKernel: x and dy of
+/// the lane stay in registers between the two passes (read once), with the
+/// per-lane operation order of rmsNormBackwardKernel. dx may alias dy.
+template <int V>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    rmsNormBackwardCachedKernel(const uint16_t *x,
+                                const uint16_t *__restrict__ weight,
+                                const uint16_t *dy,
+                                const float *__restrict__ rstd, int64_t rows,
+                                int64_t hidden, uint16_t *dx) {
+  const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows)
+    return;
+  const int64_t vectors = hidden / 8;
+  const uint4 *xr = reinterpret_cast<const uint4 *>(x + row * hidden);
+  const uint4 *dyr = reinterpret_cast<const uint4 *>(dy + row * hidden);
+  const uint4 *wr = reinterpret_cast<const uint4 *>(weight);
+  uint4 xs[V], dys[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j)
+    if (lane + 32 * j < vectors) {
+      xs[j] = xr[lane + 32 * j];
+      dys[j] = dyr[lane + 32 * j];
+    }
+  float dot = 0.0f;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    if (lane + 32 * j >= vectors)
+      break;
+    float xv[8], dv[8], w[8];
+    unpack8(xs[j], xv);
+    unpack8(dys[j], dv);
+    unpack8(__ldg(&wr[lane + 32 * j]), w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      dot += (w[e] * dv[e]) * xv[e];
+  }
+  dot = warpSum(dot);
+  const float r = __ldg(rstd + row);
+  const float c = r * r * r * dot / float(hidden);
+  uint4 *dxr = reinterpret_cast<uint4 *>(dx + row * hidden);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const int64_t k = lane + 32 * j;
+    if (k >= vectors)
+      break;
+    float xv[8], dv[8], w[8], out[8];
+    unpack8(xs[j], xv);
+    unpack8(dys[j], dv);
+    unpack8(__ldg(&wr[k]), w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      out[e] = r * (w[e] * dv[e]) - xv[e] * c;
+    dxr[k] = pack8(out);
+  }
+}
+
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     rmsNormBackwardKernel(const uint16_t *x,
                           const uint16_t *__restrict__ weight,
@@ -215,8 +328,28 @@ Status rmsNormForward(const uint16_t *x, const uint16_t *weight, int64_t rows,
                       cudaStream_t stream) {
   if (rows <= 0 || hidden <= 0)
     return Status::ok();
-  rmsNormForwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
-      x, weight, rows, hidden, eps, sameAlignment({x, y}), y, rstd);
+  auto aligned = [](const void *p) {
+    return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+  };
+  int64_t perLane = (hidden / 8 + 31) / 32;
+  if (hidden % 8 == 0 && perLane <= 32 && aligned(x) && aligned(y) &&
+      aligned(weight)) {
+    auto launch = [&](auto kernel) {
+      kernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+          x, weight, rows, hidden, eps, y, rstd);
+    };
+    if (perLane <= 4)
+      launch(rmsNormForwardCachedKernel<4>);
+    else if (perLane <= 8)
+      launch(rmsNormForwardCachedKernel<8>);
+    else if (perLane <= 16)
+      launch(rmsNormForwardCachedKernel<16>);
+    else
+      launch(rmsNormForwardCachedKernel<32>);
+  } else {
+    rmsNormForwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+        x, weight, rows, hidden, eps, sameAlignment({x, y}), y, rstd);
+  }
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
@@ -226,8 +359,26 @@ Status rmsNormBackward(const uint16_t *x, const uint16_t *weight,
                        int64_t hidden, uint16_t *dx, cudaStream_t stream) {
   if (rows <= 0 || hidden <= 0)
     return Status::ok();
-  rmsNormBackwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
-      x, weight, dy, rstd, rows, hidden, sameAlignment({x, dy, dx}), dx);
+  auto aligned = [](const void *p) {
+    return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+  };
+  int64_t perLane = (hidden / 8 + 31) / 32;
+  if (hidden % 8 == 0 && perLane <= 16 && aligned(x) && aligned(dy) &&
+      aligned(dx) && aligned(weight)) {
+    auto launch = [&](auto kernel) {
+      kernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+          x, weight, dy, rstd, rows, hidden, dx);
+    };
+    if (perLane <= 4)
+      launch(rmsNormBackwardCachedKernel<4>);
+    else if (perLane <= 8)
+      launch(rmsNormBackwardCachedKernel<8>);
+    else
+      launch(rmsNormBackwardCachedKernel<16>);
+  } else {
+    rmsNormBackwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+        x, weight, dy, rstd, rows, hidden, sameAlignment({x, dy, dx}), dx);
+  }
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
