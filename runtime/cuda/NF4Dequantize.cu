@@ -36,6 +36,7 @@ __device__ __forceinline__ uint4 decodeWord(uint32_t word, const float *code,
 __global__ void __launch_bounds__(kThreads)
     dequantizeKernel(const __grid_constant__ NF4DeviceWeight w,
                      const __grid_constant__ detail::NF4Tables tables,
+                     int64_t firstWord, int64_t endWord,
                      uint16_t *__restrict__ out) {
   __shared__ float code[16];
   __shared__ float dynamicMap[256];
@@ -48,15 +49,16 @@ __global__ void __launch_bounds__(kThreads)
   uint4 *output = reinterpret_cast<uint4 *>(out);
   // A warp reads 128 contiguous bytes and writes 512 per instruction.
   const int64_t stride = int64_t(gridDim.x) * kThreads * kWordsPerThread;
-  for (int64_t base = int64_t(blockIdx.x) * kThreads * kWordsPerThread +
+  for (int64_t base = firstWord +
+                      int64_t(blockIdx.x) * kThreads * kWordsPerThread +
                       threadIdx.x;
-       base < words; base += stride) {
+       base < endWord; base += stride) {
     uint32_t word[kWordsPerThread];
     float absmax[kWordsPerThread];
 #pragma unroll
     for (int k = 0; k < kWordsPerThread; ++k) {
       int64_t index = base + int64_t(k) * kThreads;
-      if (index < words) {
+      if (index < endWord) {
         word[k] = __ldg(&packed[index]);
         absmax[k] = blockAbsmax(w, (index * 8) >> w.blockShift, dynamicMap);
       }
@@ -64,12 +66,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < kWordsPerThread; ++k) {
       int64_t index = base + int64_t(k) * kThreads;
-      if (index < words)
+      if (index < endWord)
         output[index] = decodeWord(word[k], code, absmax[k]);
     }
   }
   // The elements after the last whole word, one by one.
-  if (blockIdx.x == 0) {
+  if (blockIdx.x == 0 && endWord == words) {
     for (int64_t i = words * 8 + threadIdx.x; i < n; i += blockDim.x) {
       uint32_t byte = w.packed[i / 2];
       uint32_t q = (i % 2 == 0) ? byte >> 4 : byte & 0xfu;
@@ -80,23 +82,36 @@ __global__ void __launch_bounds__(kThreads)
 
 } // namespace
 
-Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
-                     cudaStream_t stream) {
+Status dequantizeNF4Rows(const NF4DeviceWeight &weight, int64_t rowBegin,
+                         int64_t rowEnd, uint16_t *out, cudaStream_t stream) {
   Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
   if (!prepared)
     return prepared.error().withContext("dequantizeNF4");
-  int64_t words = weight.numElements() / 8;
+  const int64_t K = weight.cols;
+  if (rowBegin < 0 || rowEnd > weight.rows || rowBegin > rowEnd ||
+      (rowBegin * K) % 8 != 0 || (rowEnd < weight.rows && (rowEnd * K) % 8))
+    return makeError("dequantizeNF4: rows {}..{} of {} do not start and end "
+                     "on whole packed words",
+                     rowBegin, rowEnd, weight.rows);
+  int64_t firstWord = rowBegin * K / 8;
+  int64_t endWord = rowEnd == weight.rows ? weight.numElements() / 8
+                                          : rowEnd * K / 8;
   int device = 0, sms = 0;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   QLORA_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   int64_t perBlock = int64_t(kThreads) * kWordsPerThread;
-  int64_t blocks = std::min<int64_t>((words + perBlock - 1) / perBlock,
-                                     int64_t(sms) * 16);
+  int64_t blocks = std::min<int64_t>(
+      (endWord - firstWord + perBlock - 1) / perBlock, int64_t(sms) * 16);
   dequantizeKernel<<<std::max<int64_t>(blocks, 1), kThreads, 0, stream>>>(
-      *prepared, detail::hostTables(), out);
+      *prepared, detail::hostTables(), firstWord, endWord, out);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
+}
+
+Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
+                     cudaStream_t stream) {
+  return dequantizeNF4Rows(weight, 0, weight.rows, out, stream);
 }
 
 } // namespace qlora::cuda

@@ -40,6 +40,13 @@ struct NF4DeviceWeight {
 Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
                      cudaStream_t stream);
 
+/// dequantizeNF4 for rows [rowBegin, rowEnd) only, written at their place in
+/// `out` (the whole weight's buffer). The range must start and end on whole
+/// packed words (rowBegin * cols a multiple of 8, likewise rowEnd unless it
+/// is the last row).
+Status dequantizeNF4Rows(const NF4DeviceWeight &weight, int64_t rowBegin,
+                         int64_t rowEnd, uint16_t *out, cudaStream_t stream);
+
 /// y[M, N] = x[M, K] · Wᵀ for small M (decode, evaluation): streams the NF4
 /// weight once, dequantizing in registers. bf16 in and out, fp32
 /// accumulation with the exact fp32 weight code * absmax.
@@ -61,6 +68,15 @@ Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
 Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
                             const NF4DeviceWeight &weight, uint16_t *scratch,
                             uint16_t *y, cudaStream_t stream);
+
+/// nf4MatmulDequantGemm with the dequantization hidden behind the GEMM: the
+/// weight is dequantized in `panels` row panels on a side stream while the
+/// GEMM of each panel runs on `stream` as soon as its panel is ready. Not
+/// for concurrent use from several host threads on one device.
+Status nf4MatmulDequantGemmPipelined(cublasHandle_t blas, const uint16_t *x,
+                                     int64_t M, const NF4DeviceWeight &weight,
+                                     uint16_t *scratch, uint16_t *y,
+                                     cudaStream_t stream, int panels = 4);
 
 /// The input gradient dX[M, K] = dY[M, N] · W, from the same NF4 storage
 /// (no transposed copy): dequantize into `scratch`, then one GEMM.

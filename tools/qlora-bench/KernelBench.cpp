@@ -281,7 +281,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 
     // Forward by both strategies where both apply (small M), so that the
     // crossover is measured; the input gradient at training sizes.
-    enum class Path { Gemv, SmallM, DequantGemm, GradInput };
+    enum class Path { Gemv, SmallM, DequantGemm, Pipelined, GradInput };
     struct Row {
       Path path;
       int64_t M;
@@ -293,6 +293,8 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
       if (M <= 16 && K % 64 == 0)
         rows.push_back({Path::SmallM, M});
       rows.push_back({Path::DequantGemm, M});
+      if (M >= 256)
+        rows.push_back({Path::Pipelined, M});
     }
     for (int64_t M : ms)
       if (M >= 256)
@@ -316,6 +318,10 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
           return cuda::nf4MatmulDequantGemm(blas, input->data(), M,
                                             device->view, scratch->data(),
                                             output->data(), nullptr);
+        case Path::Pipelined:
+          return cuda::nf4MatmulDequantGemmPipelined(
+              blas, input->data(), M, device->view, scratch->data(),
+              output->data(), nullptr);
         case Path::GradInput:
           return cuda::nf4MatmulGradInput(blas, input->data(), M, device->view,
                                           scratch->data(), output->data(),
@@ -328,9 +334,10 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
       double flops = 2.0 * double(M) * double(N) * double(K);
       std::string figure =
           std::string(gradInput ? "dX  " : "fwd ") + "M=" + std::to_string(M) +
-          (row.path == Path::Gemv     ? " (GEMV)"
-           : row.path == Path::SmallM ? " (tensor cores)"
-                                      : " (dequant+GEMM)");
+          (row.path == Path::Gemv        ? " (GEMV)"
+           : row.path == Path::SmallM    ? " (tensor cores)"
+           : row.path == Path::Pipelined ? " (pipelined)"
+                                         : " (dequant+GEMM)");
       std::printf("%-12s %-26s %10.1f %8.1f TF/s %12.1f %9.2fx\n",
                   name.c_str(), figure.c_str(), *ours * 1e3,
                   flops / (*ours * 1e-3) / 1e12, *reference * 1e3,
