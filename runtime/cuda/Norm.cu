@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 namespace qlora::cuda {
 namespace {
@@ -321,6 +322,28 @@ int64_t blocksFor(int64_t rows) {
   return (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
 }
 
+bool allAligned16(std::initializer_list<const void *> pointers) {
+  for (const void *p : pointers)
+    if ((reinterpret_cast<uintptr_t>(p) & 15u) != 0)
+      return false;
+  return true;
+}
+
+/// 16-byte vectors each lane holds when a warp caches a whole row.
+int64_t cachedVectorsPerLane(int64_t hidden) { return (hidden / 8 + 31) / 32; }
+
+/// Calls `launch(std::integral_constant<int, N>{})` with the smallest N of
+/// 4, 8, 16, ... up to MaxN that holds `perLane` vectors: a cached kernel's
+/// registers grow with N, so the smallest that fits.
+template <int N, int MaxN, typename Launch>
+void withCachedVectors(int64_t perLane, Launch launch) {
+  if constexpr (N < MaxN) {
+    if (perLane > N)
+      return withCachedVectors<2 * N, MaxN>(perLane, launch);
+  }
+  launch(std::integral_constant<int, N>{});
+}
+
 } // namespace
 
 Status rmsNormForward(const uint16_t *x, const uint16_t *weight, int64_t rows,
@@ -328,24 +351,15 @@ Status rmsNormForward(const uint16_t *x, const uint16_t *weight, int64_t rows,
                       cudaStream_t stream) {
   if (rows <= 0 || hidden <= 0)
     return Status::ok();
-  auto aligned = [](const void *p) {
-    return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-  };
-  int64_t perLane = (hidden / 8 + 31) / 32;
-  if (hidden % 8 == 0 && perLane <= 32 && aligned(x) && aligned(y) &&
-      aligned(weight)) {
-    auto launch = [&](auto kernel) {
-      kernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
-          x, weight, rows, hidden, eps, y, rstd);
-    };
-    if (perLane <= 4)
-      launch(rmsNormForwardCachedKernel<4>);
-    else if (perLane <= 8)
-      launch(rmsNormForwardCachedKernel<8>);
-    else if (perLane <= 16)
-      launch(rmsNormForwardCachedKernel<16>);
-    else
-      launch(rmsNormForwardCachedKernel<32>);
+  constexpr int kMaxCached = 32;
+  int64_t perLane = cachedVectorsPerLane(hidden);
+  if (hidden % 8 == 0 && perLane <= kMaxCached &&
+      allAligned16({x, y, weight})) {
+    withCachedVectors<4, kMaxCached>(perLane, [&](auto vectors) {
+      rmsNormForwardCachedKernel<decltype(vectors)::value>
+          <<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+              x, weight, rows, hidden, eps, y, rstd);
+    });
   } else {
     rmsNormForwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
         x, weight, rows, hidden, eps, sameAlignment({x, y}), y, rstd);
@@ -359,22 +373,16 @@ Status rmsNormBackward(const uint16_t *x, const uint16_t *weight,
                        int64_t hidden, uint16_t *dx, cudaStream_t stream) {
   if (rows <= 0 || hidden <= 0)
     return Status::ok();
-  auto aligned = [](const void *p) {
-    return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-  };
-  int64_t perLane = (hidden / 8 + 31) / 32;
-  if (hidden % 8 == 0 && perLane <= 16 && aligned(x) && aligned(dy) &&
-      aligned(dx) && aligned(weight)) {
-    auto launch = [&](auto kernel) {
-      kernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
-          x, weight, dy, rstd, rows, hidden, dx);
-    };
-    if (perLane <= 4)
-      launch(rmsNormBackwardCachedKernel<4>);
-    else if (perLane <= 8)
-      launch(rmsNormBackwardCachedKernel<8>);
-    else
-      launch(rmsNormBackwardCachedKernel<16>);
+  // The backward caches x and dy, twice the registers: up to 16 vectors.
+  constexpr int kMaxCached = 16;
+  int64_t perLane = cachedVectorsPerLane(hidden);
+  if (hidden % 8 == 0 && perLane <= kMaxCached &&
+      allAligned16({x, dy, dx, weight})) {
+    withCachedVectors<4, kMaxCached>(perLane, [&](auto vectors) {
+      rmsNormBackwardCachedKernel<decltype(vectors)::value>
+          <<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
+              x, weight, dy, rstd, rows, hidden, dx);
+    });
   } else {
     rmsNormBackwardKernel<<<blocksFor(rows), kWarpsPerBlock * 32, 0, stream>>>(
         x, weight, dy, rstd, rows, hidden, sameAlignment({x, dy, dx}), dx);

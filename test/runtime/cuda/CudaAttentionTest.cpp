@@ -32,24 +32,9 @@ namespace qlora::cuda {
 namespace {
 
 using testing::relativeError;
+using testing::take;
 using testing::toBf16;
 using testing::toFloat;
-
-#define ASSERT_OK(expr)                                                        \
-  do {                                                                         \
-    ::qlora::Status status_ = (expr);                                          \
-    ASSERT_TRUE(status_.isOk()) << status_.message();                          \
-  } while (false)
-
-#define ASSERT_SYNCED() ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess)
-
-template <typename T> DeviceBuffer<T> take(Expected<DeviceBuffer<T>> buffer) {
-  if (!buffer) {
-    ADD_FAILURE() << buffer.error().message();
-    return DeviceBuffer<T>();
-  }
-  return buffer.take();
-}
 
 template <typename T> DeviceBuffer<T> upload(const std::vector<T> &values) {
   return take(DeviceBuffer<T>::upload(values));
@@ -82,31 +67,7 @@ double bf16Error(const std::vector<uint16_t> &got,
 constexpr double kBf16Tolerance = 1e-2;
 constexpr double kLseTolerance = 1e-4;
 
-class CudaAttention : public ::testing::Test {
-protected:
-  void SetUp() override {
-    if (!haveCudaDevice())
-      GTEST_SKIP() << "no CUDA device";
-    seed_ = std::random_device{}();
-    engine_.seed(seed_);
-  }
-  void TearDown() override {
-    if (HasFailure())
-      std::cerr << "random seed of this test: " << seed_ << "\n";
-  }
-
-  std::vector<uint16_t> randomBf16(int64_t n) {
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<uint16_t> values(static_cast<size_t>(n));
-    for (uint16_t &value : values)
-      value = floatToBf16(normal(engine_));
-    return values;
-  }
-
-private:
-  uint32_t seed_ = 0;
-  std::mt19937_64 engine_;
-};
+using CudaAttention = testing::SeededGpuTest;
 
 struct Case {
   int64_t batch, seq, heads, kvHeads, headDim;

@@ -7,6 +7,7 @@
 // the same bf16 operands.
 //
 //===----------------------------------------------------------------------===//
+#include "GpuTestUtil.h"
 #include "runtime/BnbFormat.h"
 #include "runtime/Float16.h"
 #include "runtime/cuda/DeviceNF4.h"
@@ -20,6 +21,8 @@
 
 namespace qlora::cuda {
 namespace {
+
+using testing::relativeError;
 
 class CudaNF4 : public ::testing::Test {
 protected:
@@ -92,19 +95,6 @@ std::vector<double> reference(const NF4Weight &weight,
       y[m * outer + o] = sum;
     }
   return y;
-}
-
-double relativeError(const std::vector<uint16_t> &got,
-                     const std::vector<double> &expected) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    double value = bf16ToFloat(got[i]);
-    if (std::isnan(value))
-      return INFINITY;
-    diff += (value - expected[i]) * (value - expected[i]);
-    norm += expected[i] * expected[i];
-  }
-  return std::sqrt(diff / norm);
 }
 
 TEST_F(CudaNF4, DequantizingRowRangesMatchesTheWhole) {

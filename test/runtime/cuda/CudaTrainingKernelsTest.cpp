@@ -32,60 +32,11 @@ namespace qlora::cuda {
 namespace {
 
 using testing::relativeError;
+using testing::take;
 using testing::roundedToBf16;
 using testing::toFloat;
 
-/// Fails the test (and returns from it) with the error's message.
-#define ASSERT_OK(expr)                                                        \
-  do {                                                                         \
-    ::qlora::Status status_ = (expr);                                          \
-    ASSERT_TRUE(status_.isOk()) << status_.message();                          \
-  } while (false)
-
-/// Waits for the kernels and fails on an asynchronous error (a bad address).
-#define ASSERT_SYNCED() ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess)
-
-class CudaTrainingKernels : public ::testing::Test {
-protected:
-  void SetUp() override {
-    if (!haveCudaDevice())
-      GTEST_SKIP() << "no CUDA device";
-    seed_ = std::random_device{}();
-    engine_.seed(seed_);
-  }
-  void TearDown() override {
-    if (HasFailure())
-      std::cerr << "random seed of this test: " << seed_ << "\n";
-  }
-
-  std::vector<uint16_t> randomBf16(int64_t n, float mean, float scale) {
-    std::normal_distribution<float> normal(mean, scale);
-    std::vector<uint16_t> values(static_cast<size_t>(n));
-    for (uint16_t &value : values)
-      value = floatToBf16(normal(engine_));
-    return values;
-  }
-  std::vector<float> randomFloat(int64_t n, float scale) {
-    std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<float> values(static_cast<size_t>(n));
-    for (float &value : values)
-      value = normal(engine_);
-    return values;
-  }
-  std::mt19937_64 &engine() { return engine_; }
-
-private:
-  uint32_t seed_ = 0;
-  std::mt19937_64 engine_;
-};
-
-template <typename T> DeviceBuffer<T> take(Expected<DeviceBuffer<T>> buffer) {
-  if (!buffer) {
-    ADD_FAILURE() << buffer.message();
-    return DeviceBuffer<T>();
-  }
-  return buffer.take();
-}
+using CudaTrainingKernels = testing::SeededGpuTest;
 
 /// A device copy of `values` starting `offset` elements into its allocation
 /// (offset 1 breaks 16-byte alignment); the elements before are poisoned.
