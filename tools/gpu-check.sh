@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU host with CUDA but without LLVM (the device machine): builds the
 # runtime, the GPU tests and qlora-bench, runs the tests labelled `gpu`, then
-# the kernel benchmark. Usage: tools/gpu-check.sh [BUILD_DIR]
+# the kernel benchmark. Usage: tools/gpu-check.sh [BUILD_DIR [BENCH_OPTION...]]
+# (for example `tools/gpu-check.sh build-gpu --l2_flush clean`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build-gpu}"
@@ -9,4 +10,4 @@ cmake -G Ninja -S "$root" -B "$build" -DQLORA_ENABLE_COMPILER=OFF \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90a" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" -L gpu --output-on-failure
-"$build/bin/qlora-bench" kernels --repeats 20
+"$build/bin/qlora-bench" kernels --repeats 20 "${@:2}"

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "KernelBench.h"
+#include "L2Flush.h"
 
 #include "runtime/BnbFormat.h"
 #include "runtime/Float16.h"
@@ -29,14 +30,9 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::DeviceNF4;
 
-/// Bytes written before every timed run, so that it starts with a cold L2
-/// (60 MB on an H200) and the GPU is busy while the host enqueues the run:
-/// the figures are the kernels' own, not the launch latency's.
-constexpr size_t kFlushBytes = size_t(256) << 20;
-
 /// Median milliseconds of `body` over `repeats` timed runs after 3 warm-ups,
-/// each preceded by an L2 flush.
-Expected<double> timeMs(int repeats, void *flush,
+/// each preceded by an L2 flush (L2Flush.h: which kind, and why it matters).
+Expected<double> timeMs(int repeats, const L2Flush &flush,
                         const std::function<Status()> &body) {
   cudaEvent_t start, stop;
   QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
@@ -45,7 +41,7 @@ Expected<double> timeMs(int repeats, void *flush,
     QLORA_RETURN_IF_ERROR(body());
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
-    QLORA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush, i & 0xff, kFlushBytes));
+    QLORA_RETURN_IF_ERROR(flush.run());
     QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
     QLORA_RETURN_IF_ERROR(body());
     QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
@@ -82,7 +78,7 @@ using namespace ::qlora::cuda;
 /// Elementwise kernels against the copy bandwidth measured in the same run,
 /// and attention in TFLOP/s, at the Llama-7B training shape: 4 x 2048
 /// tokens, hidden 4096, MLP 11008, 32 heads of 128, vocab 32000.
-Status benchTrainingKernels(int repeats, void *flush) {
+Status benchTrainingKernels(int repeats, const L2Flush &flush) {
   const int64_t batch = 4, seq = 2048, tokens = batch * seq;
   const int64_t hidden = 4096, mlp = 11008, heads = 32, headDim = 128;
   const int64_t vocab = 32000, lossRows = 2048;
@@ -222,14 +218,15 @@ Status benchTrainingKernels(int repeats, void *flush) {
   return Status::ok();
 }
 
-Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
+Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
+           L2Flush::Mode flushMode) {
   cudaDeviceProp properties;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
-  std::printf("GPU kernels on %s (%d SMs), median of %d runs, each after an L2 "
-              "flush; beside bf16 cuBLAS in the same run\n",
-              properties.name, properties.multiProcessorCount, repeats);
-  Expected<DeviceBuffer<uint8_t>> flush =
-      DeviceBuffer<uint8_t>::allocate(kFlushBytes);
+  std::printf("GPU kernels on %s (%d SMs), median of %d runs, each after a "
+              "%s L2 flush; beside bf16 cuBLAS in the same run\n",
+              properties.name, properties.multiProcessorCount, repeats,
+              L2Flush::name(flushMode));
+  Expected<L2Flush> flush = L2Flush::create(flushMode);
   if (!flush)
     return flush.error();
   cublasHandle_t blas;
@@ -269,7 +266,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     QLORA_RETURN_IF_ERROR(cuda::dequantizeNF4(device->view, dense->data(), nullptr));
 
     std::string name = std::to_string(N) + "x" + std::to_string(K);
-    Expected<double> dequant = timeMs(repeats, flush->data(), [&] {
+    Expected<double> dequant = timeMs(repeats, *flush, [&] {
       return cuda::dequantizeNF4(device->view, scratch->data(), nullptr);
     });
     if (!dequant)
@@ -302,11 +299,11 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     for (const Row &row : rows) {
       bool gradInput = row.path == Path::GradInput;
       int64_t M = row.M;
-      Expected<double> reference = timeMs(repeats, flush->data(), [&] {
+      Expected<double> reference = timeMs(repeats, *flush, [&] {
         return cublasBf16(blas, gradInput, M, N, K, dense->data(),
                           input->data(), output->data());
       });
-      Expected<double> ours = timeMs(repeats, flush->data(), [&]() -> Status {
+      Expected<double> ours = timeMs(repeats, *flush, [&]() -> Status {
         switch (row.path) {
         case Path::Gemv:
           return cuda::nf4Gemv(input->data(), M, device->view, output->data(),
@@ -345,19 +342,19 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
     }
   }
   cublasDestroy(blas);
-  return benchTrainingKernels(repeats, flush->data());
+  return benchTrainingKernels(repeats, *flush);
 }
 
 } // namespace
 
 int runKernelBench(const std::vector<std::vector<int64_t>> &shapes,
-                   int repeats) {
+                   int repeats, L2Flush::Mode flushMode) {
   if (!cuda::haveCudaDevice()) {
     std::fprintf(stderr, "qlora-bench: no CUDA device; the kernels benchmark "
                          "needs a GPU\n");
     return 1;
   }
-  Status status = run(shapes, repeats);
+  Status status = run(shapes, repeats, flushMode);
   if (!status) {
     std::fprintf(stderr, "qlora-bench: error: %s\n", status.message().c_str());
     return 1;

@@ -1,11 +1,12 @@
 //===- qlora-bench.cpp - Figures for the runtime's kernels ------------------===//
 //
-// usage: qlora-bench [nf4] [--shapes 4096x4096,11008x4096] [--repeats N]
+// usage: qlora-bench [nf4] [kernels] [--shapes 4096x4096,11008x4096]
+//                    [--repeats N] [--l2_flush dirty|clean]
 //
 // Prints medians of repeated timings. `nf4` measures the CPU NF4 codec
 // (quantize with double quant, dequantize to bf16) on Llama-7B weight shapes,
-// single-threaded and with all threads. GPU figures join as the CUDA backend
-// lands.
+// single-threaded and with all threads; `kernels` the GPU kernels beside
+// bf16 cuBLAS (KernelBench.cpp).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/BnbFormat.h"
@@ -103,6 +104,7 @@ void benchNF4(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 int main(int argc, char **argv) {
   std::string shapeList = "4096x4096,11008x4096,4096x11008";
   int64_t repeats = 5;
+  std::string l2Flush = "dirty";
   cli::CommandLine commandLine(
       "qlora-bench", "[nf4] [options]",
       "Prints timing figures (medians) for the runtime's kernels.\n"
@@ -110,6 +112,12 @@ int main(int argc, char **argv) {
       "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS).");
   commandLine.option("shapes", "RxC,...", "weight shapes to time", &shapeList);
   commandLine.option("repeats", "N", "timed repetitions per figure", &repeats);
+  commandLine.option("l2_flush", "dirty|clean",
+                     "kernels: how the L2 is emptied before each timed run: "
+                     "by writing (the timed kernel also pays for writing "
+                     "those lines back) or by reading (it pays only for its "
+                     "own traffic)",
+                     &l2Flush);
   if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
     return *code;
   std::vector<std::vector<int64_t>> shapes;
@@ -134,7 +142,14 @@ int main(int argc, char **argv) {
       benchNF4(shapes, int(repeats));
     } else if (bench == "kernels") {
 #ifdef QLORA_HAVE_CUDA
-      int code = bench::runKernelBench(shapes, int(repeats));
+      Expected<bench::L2Flush::Mode> flushMode =
+          bench::L2Flush::parseMode(l2Flush);
+      if (!flushMode) {
+        std::fprintf(stderr, "qlora-bench: error: --l2_flush: %s\n",
+                     flushMode.message().c_str());
+        return 1;
+      }
+      int code = bench::runKernelBench(shapes, int(repeats), *flushMode);
       if (code != 0)
         return code;
 #else
