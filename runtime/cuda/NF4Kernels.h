@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cuda_runtime_api.h>
+#include <vector>
 
 typedef struct cublasContext *cublasHandle_t;
 
@@ -47,12 +48,26 @@ Status dequantizeNF4(const NF4DeviceWeight &weight, uint16_t *out,
 Status dequantizeNF4Rows(const NF4DeviceWeight &weight, int64_t rowBegin,
                          int64_t rowEnd, uint16_t *out, cudaStream_t stream);
 
+/// How nf4Gemv divides its work; launch metadata that a caller (the code
+/// generator, the benchmark) picks per shape from gemvTilings().
+struct GemvTiling {
+  /// Warps that share one output row's K range, their partial sums added in
+  /// a fixed order: more warps in flight when N is small.
+  int warpsPerRow = 1;
+  /// Packed words a lane loads before using any (memory-level parallelism).
+  int steps = 4;
+};
+
+/// Every tiling nf4Gemv accepts for M rows of activations.
+std::vector<GemvTiling> gemvTilings(int64_t M);
+
 /// y[M, N] = x[M, K] · Wᵀ for small M (decode, evaluation): streams the NF4
 /// weight once, dequantizing in registers. bf16 in and out, fp32
 /// accumulation with the exact fp32 weight code * absmax.
-/// Supports M <= 8 and K a multiple of 8.
+/// Supports M <= 8 and K a multiple of 8; `tiling` must be one of
+/// gemvTilings(M).
 Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
-               uint16_t *y, cudaStream_t stream);
+               uint16_t *y, cudaStream_t stream, GemvTiling tiling = {});
 
 /// The same product for M <= 16 on tensor cores (mma m16n8k16), decoding
 /// the NF4 weight in registers: bf16 operands (the weight rounded to bf16
