@@ -15,18 +15,78 @@
 
 namespace qlora::cuda {
 
+namespace {
+
+/// out[M, N] = alpha · in[M, K] · w[N, K]ᵀ + beta · out, row-major bf16 with
+/// fp32 accumulation (cuBLAS sees the column-major transposes).
+Status gemmWeightTransposed(cublasHandle_t blas, int64_t M, int64_t N,
+                            int64_t K, float alpha, const uint16_t *in,
+                            const uint16_t *w, float beta, uint16_t *out) {
+  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+      blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, w,
+      CUDA_R_16BF, int(K), in, CUDA_R_16BF, int(K), &beta, out, CUDA_R_16BF,
+      int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return Status::ok();
+}
+
+/// out[M, N] = alpha · in[M, K] · w[K, N] + beta · out, likewise.
+Status gemmWeightPlain(cublasHandle_t blas, int64_t M, int64_t N, int64_t K,
+                       float alpha, const uint16_t *in, const uint16_t *w,
+                       float beta, uint16_t *out) {
+  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+      blas, CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, w,
+      CUDA_R_16BF, int(N), in, CUDA_R_16BF, int(K), &beta, out, CUDA_R_16BF,
+      int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return Status::ok();
+}
+
+Status checkLoraTerm(const LoraTerm &lora, const char *entry) {
+  if (!lora.a || !lora.b || !lora.hidden || lora.rank < 1)
+    return makeError("{}: a LoRA term needs lora_A, lora_B, a hidden scratch "
+                     "and rank >= 1 (got rank {}{}{}{})",
+                     entry, lora.rank, lora.a ? "" : ", no lora_A",
+                     lora.b ? "" : ", no lora_B",
+                     lora.hidden ? "" : ", no hidden scratch");
+  return Status::ok();
+}
+
+/// Starts `out` [count elements] from the residual, unless the residual is
+/// `out` itself; returns the beta with which the product adds to it.
+Expected<float> startFromResidual(const uint16_t *residual, uint16_t *out,
+                                  int64_t count, cudaStream_t stream) {
+  if (!residual)
+    return 0.0f;
+  if (residual != out)
+    QLORA_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(out, residual, size_t(count) * sizeof(uint16_t),
+                        cudaMemcpyDeviceToDevice, stream));
+  return 1.0f;
+}
+
+} // namespace
+
 Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
                             const NF4DeviceWeight &weight, uint16_t *scratch,
-                            uint16_t *y, cudaStream_t stream) {
+                            uint16_t *y, cudaStream_t stream,
+                            const GemmEpilogue &epilogue) {
+  if (epilogue.lora)
+    QLORA_RETURN_IF_ERROR(checkLoraTerm(*epilogue.lora, "nf4MatmulDequantGemm"));
+  const int64_t N = weight.rows, K = weight.cols;
   QLORA_RETURN_IF_ERROR(dequantizeNF4(weight, scratch, stream));
   QLORA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas, stream));
-  const float alpha = 1.0f, beta = 0.0f;
-  const int N = int(weight.rows), K = int(weight.cols);
-  // y^T [N, M] = W [N, K] (stored as col-major K x N, transposed) · x^T.
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-      blas, CUBLAS_OP_T, CUBLAS_OP_N, N, int(M), K, &alpha, scratch,
-      CUDA_R_16BF, K, x, CUDA_R_16BF, K, &beta, y, CUDA_R_16BF, N,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  Expected<float> beta = startFromResidual(epilogue.residual, y, M * N, stream);
+  if (!beta)
+    return beta.error();
+  QLORA_RETURN_IF_ERROR(
+      gemmWeightTransposed(blas, M, N, K, 1.0f, x, scratch, *beta, y));
+  if (const LoraTerm *lora = epilogue.lora) {
+    // hidden [M, r] = in · Aᵀ; y += scale · hidden · Bᵀ.
+    QLORA_RETURN_IF_ERROR(gemmWeightTransposed(
+        blas, M, lora->rank, K, 1.0f, lora->input ? lora->input : x, lora->a,
+        0.0f, lora->hidden));
+    QLORA_RETURN_IF_ERROR(gemmWeightTransposed(
+        blas, M, N, lora->rank, lora->scale, lora->hidden, lora->b, 1.0f, y));
+  }
   return Status::ok();
 }
 
@@ -102,16 +162,26 @@ Status nf4MatmulDequantGemmPipelined(cublasHandle_t blas, const uint16_t *x,
 
 Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           const NF4DeviceWeight &weight, uint16_t *scratch,
-                          uint16_t *dx, cudaStream_t stream) {
+                          uint16_t *dx, cudaStream_t stream,
+                          const GemmEpilogue &epilogue) {
+  if (epilogue.lora)
+    QLORA_RETURN_IF_ERROR(checkLoraTerm(*epilogue.lora, "nf4MatmulGradInput"));
+  const int64_t N = weight.rows, K = weight.cols;
   QLORA_RETURN_IF_ERROR(dequantizeNF4(weight, scratch, stream));
   QLORA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas, stream));
-  const float alpha = 1.0f, beta = 0.0f;
-  const int N = int(weight.rows), K = int(weight.cols);
-  // dX^T [K, M] = W^T [K, N] (col-major K x N as stored) · dY^T [N, M].
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-      blas, CUBLAS_OP_N, CUBLAS_OP_N, K, int(M), N, &alpha, scratch,
-      CUDA_R_16BF, K, dy, CUDA_R_16BF, N, &beta, dx, CUDA_R_16BF, K,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  Expected<float> beta =
+      startFromResidual(epilogue.residual, dx, M * K, stream);
+  if (!beta)
+    return beta.error();
+  QLORA_RETURN_IF_ERROR(
+      gemmWeightPlain(blas, M, K, N, 1.0f, dy, scratch, *beta, dx));
+  if (const LoraTerm *lora = epilogue.lora) {
+    // hidden [M, r] = dY · B; dX += scale · hidden · A.
+    QLORA_RETURN_IF_ERROR(gemmWeightPlain(blas, M, lora->rank, N, 1.0f, dy,
+                                          lora->b, 0.0f, lora->hidden));
+    QLORA_RETURN_IF_ERROR(gemmWeightPlain(blas, M, K, lora->rank, lora->scale,
+                                          lora->hidden, lora->a, 1.0f, dx));
+  }
   return Status::ok();
 }
 

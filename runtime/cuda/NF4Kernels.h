@@ -77,12 +77,40 @@ Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
                        const NF4DeviceWeight &weight, uint16_t *y,
                        cudaStream_t stream);
 
-/// The large-M forward y = x · Wᵀ: dequantizes W into `scratch` (rows*cols
-/// bf16, reused across calls) and runs a bf16 tensor-core GEMM with fp32
-/// accumulation through cuBLAS.
+/// A LoRA branch beside a frozen product, with PEFT's weights: lora_A
+/// [rank, K] and lora_B [N, rank] for a weight [N, K], bf16.
+struct LoraTerm {
+  const uint16_t *a = nullptr;
+  const uint16_t *b = nullptr;
+  int64_t rank = 0;
+  /// lora_alpha / rank (or / sqrt(rank) with rslora).
+  float scale = 0.0f;
+  /// The branch's input when it differs from the product's (dropout(x) in
+  /// the forward); null: the same input.
+  const uint16_t *input = nullptr;
+  /// Scratch [M, rank] bf16 that receives the branch's inner product: x·Aᵀ
+  /// in the forward (lora_B's gradient needs it), dY·B in the input gradient
+  /// (lora_A's gradient needs it, times scale).
+  uint16_t *hidden = nullptr;
+};
+
+/// What a product adds to its output beyond in · W: optionally a residual
+/// [M, out] (which may be the output itself: accumulate in place) and a LoRA
+/// branch. The product and the residual are added in fp32 and rounded once;
+/// the LoRA term is added to that bf16 result (PEFT rounds at each step too).
+struct GemmEpilogue {
+  const uint16_t *residual = nullptr;
+  const LoraTerm *lora = nullptr;
+};
+
+/// The large-M forward y = x · Wᵀ (+ epilogue: residual, and
+/// scale · (x·Aᵀ)·Bᵀ): dequantizes W into `scratch` (rows*cols bf16, reused
+/// across calls) and runs bf16 tensor-core GEMMs with fp32 accumulation
+/// through cuBLAS.
 Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
                             const NF4DeviceWeight &weight, uint16_t *scratch,
-                            uint16_t *y, cudaStream_t stream);
+                            uint16_t *y, cudaStream_t stream,
+                            const GemmEpilogue &epilogue = {});
 
 /// nf4MatmulDequantGemm with the dequantization hidden behind the GEMM: the
 /// weight is dequantized in `panels` row panels on a side stream while the
@@ -93,11 +121,14 @@ Status nf4MatmulDequantGemmPipelined(cublasHandle_t blas, const uint16_t *x,
                                      uint16_t *scratch, uint16_t *y,
                                      cudaStream_t stream, int panels = 4);
 
-/// The input gradient dX[M, K] = dY[M, N] · W, from the same NF4 storage
-/// (no transposed copy): dequantize into `scratch`, then one GEMM.
+/// The input gradient dX[M, K] = dY[M, N] · W (+ epilogue: residual, and
+/// scale · (dY·B)·A, the LoRA branch's input gradient when it has no
+/// dropout), from the same NF4 storage (no transposed copy): dequantize
+/// into `scratch`, then GEMMs. LoraTerm::input does not apply here.
 Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           const NF4DeviceWeight &weight, uint16_t *scratch,
-                          uint16_t *dx, cudaStream_t stream);
+                          uint16_t *dx, cudaStream_t stream,
+                          const GemmEpilogue &epilogue = {});
 
 /// Whether a CUDA device is present (tests and tools skip without one).
 bool haveCudaDevice();

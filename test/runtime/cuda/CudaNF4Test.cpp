@@ -238,5 +238,133 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
   cublasDestroy(blas);
 }
 
+/// Dense products in float64 on row-major operands: out[m, n] =
+/// sum_k in[m, k] * w[n, k] (transposedWeight) or in[m, k] * w[k, n].
+std::vector<double> dense(const std::vector<double> &in, int64_t M, int64_t K,
+                          const std::vector<double> &w, int64_t N,
+                          bool transposedWeight) {
+  std::vector<double> out(M * N, 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < K; ++k)
+        sum += in[m * K + k] * (transposedWeight ? w[n * K + k] : w[k * N + n]);
+      out[m * N + n] = sum;
+    }
+  return out;
+}
+
+std::vector<double> toDouble(const std::vector<uint16_t> &bf16) {
+  std::vector<double> values(bf16.size());
+  for (size_t i = 0; i < bf16.size(); ++i)
+    values[i] = bf16ToFloat(bf16[i]);
+  return values;
+}
+
+/// The bf16 rounding of each value, as the GPU stores an intermediate.
+std::vector<double> roundedToBf16(std::vector<double> values) {
+  for (double &value : values)
+    value = bf16ToFloat(floatToBf16(float(value)));
+  return values;
+}
+
+TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
+  cublasHandle_t blas;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  const int64_t N = 688, K = 256, M = 96, rank = 8;
+  NF4Weight weight = quantized(N, K, true);
+  std::vector<uint16_t> dequantized(N * K);
+  dequantizeWeight(weight, ElementType::BF16, dequantized.data());
+  const std::vector<double> w = toDouble(dequantized);
+  // Sizes chosen so that the base product, the residual and the LoRA term
+  // are all of the same order: a dropped term fails the bound.
+  std::vector<uint16_t> a = randomBf16(rank * K, 0.05f),
+                        b = randomBf16(N * rank, 0.05f);
+  const float scale = 2.0f;
+  Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+  Expected<DeviceBuffer<uint16_t>> scratch =
+      DeviceBuffer<uint16_t>::allocate(N * K);
+  Expected<DeviceBuffer<uint16_t>> da = DeviceBuffer<uint16_t>::upload(a);
+  Expected<DeviceBuffer<uint16_t>> db = DeviceBuffer<uint16_t>::upload(b);
+  Expected<DeviceBuffer<uint16_t>> hidden =
+      DeviceBuffer<uint16_t>::allocate(M * rank);
+  ASSERT_TRUE(device && scratch && da && db && hidden);
+
+  // Out-of-place: a separate residual, the branch on its own input (as
+  // after dropout); in place: the output holds the residual, the branch
+  // reads the product's input.
+  for (bool inPlace : {false, true}) {
+    SCOPED_TRACE(inPlace ? "in place" : "separate residual");
+    std::vector<uint16_t> x = randomBf16(M * K, 1.0f),
+                          branchInput = randomBf16(M * K, 1.0f),
+                          residual = randomBf16(M * N, 0.3f);
+    Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+    Expected<DeviceBuffer<uint16_t>> dBranch =
+        DeviceBuffer<uint16_t>::upload(branchInput);
+    Expected<DeviceBuffer<uint16_t>> dResidual =
+        DeviceBuffer<uint16_t>::upload(residual);
+    Expected<DeviceBuffer<uint16_t>> dy =
+        inPlace ? DeviceBuffer<uint16_t>::upload(residual)
+                : DeviceBuffer<uint16_t>::allocate(M * N);
+    ASSERT_TRUE(dx && dBranch && dResidual && dy && hidden->poison());
+    if (!inPlace)
+      ASSERT_TRUE(dy->poison());
+    LoraTerm lora{da->data(), db->data(), rank, scale,
+                  inPlace ? nullptr : dBranch->data(), hidden->data()};
+    GemmEpilogue epilogue{inPlace ? dy->data() : dResidual->data(), &lora};
+    ASSERT_TRUE(nf4MatmulDequantGemm(blas, dx->data(), M, device->view,
+                                     scratch->data(), dy->data(), nullptr,
+                                     epilogue));
+    std::vector<double> expectedHidden =
+        dense(toDouble(inPlace ? x : branchInput), M, K, toDouble(a), rank,
+              true);
+    std::vector<double> expected = dense(toDouble(x), M, K, w, N, true);
+    std::vector<double> loraTerm =
+        dense(roundedToBf16(expectedHidden), M, rank, toDouble(b), N, true);
+    for (int64_t i = 0; i < M * N; ++i)
+      expected[i] += bf16ToFloat(residual[i]) + scale * loraTerm[i];
+    Expected<std::vector<uint16_t>> y = dy->download();
+    Expected<std::vector<uint16_t>> h = hidden->download();
+    ASSERT_TRUE(y && h);
+    EXPECT_LT(relativeError(*h, expectedHidden), 4e-3);
+    EXPECT_LT(relativeError(*y, expected), 4e-3);
+  }
+
+  // The input gradient: dX = residual + dY·W + scale·(dY·B)·A.
+  std::vector<uint16_t> g = randomBf16(M * N, 1.0f),
+                        residual = randomBf16(M * K, 0.3f);
+  Expected<DeviceBuffer<uint16_t>> dg = DeviceBuffer<uint16_t>::upload(g);
+  Expected<DeviceBuffer<uint16_t>> dResidual =
+      DeviceBuffer<uint16_t>::upload(residual);
+  Expected<DeviceBuffer<uint16_t>> dgx = DeviceBuffer<uint16_t>::allocate(M * K);
+  ASSERT_TRUE(dg && dResidual && dgx && dgx->poison() && hidden->poison());
+  LoraTerm lora{da->data(), db->data(), rank, scale, nullptr, hidden->data()};
+  ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
+                                 scratch->data(), dgx->data(), nullptr,
+                                 GemmEpilogue{dResidual->data(), &lora}));
+  std::vector<double> expectedHidden =
+      dense(toDouble(g), M, N, toDouble(b), rank, false);
+  std::vector<double> expected = dense(toDouble(g), M, N, w, K, false);
+  std::vector<double> loraTerm =
+      dense(roundedToBf16(expectedHidden), M, rank, toDouble(a), K, false);
+  for (int64_t i = 0; i < M * K; ++i)
+    expected[i] += bf16ToFloat(residual[i]) + scale * loraTerm[i];
+  Expected<std::vector<uint16_t>> gx = dgx->download();
+  Expected<std::vector<uint16_t>> h = hidden->download();
+  ASSERT_TRUE(gx && h);
+  EXPECT_LT(relativeError(*h, expectedHidden), 4e-3);
+  EXPECT_LT(relativeError(*gx, expected), 4e-3);
+
+  // An incomplete LoRA term is an error, before any work is queued.
+  LoraTerm missing{da->data(), nullptr, 0, scale, nullptr, hidden->data()};
+  Status status = nf4MatmulDequantGemm(blas, dg->data(), M, device->view,
+                                       scratch->data(), dgx->data(), nullptr,
+                                       GemmEpilogue{nullptr, &missing});
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.message().find("rank 0, no lora_B"), std::string::npos)
+      << status.message();
+  cublasDestroy(blas);
+}
+
 } // namespace
 } // namespace qlora::cuda
