@@ -268,6 +268,44 @@ std::vector<double> roundedToBf16(std::vector<double> values) {
   return values;
 }
 
+/// The float64 reference of a product with both epilogues: out = residual +
+/// in·W + scale · bf16(branchIn·first)·second, every product with the same
+/// weight layout (forward: W, A and B transposed; dX: W, B then A plain).
+struct EpilogueReference {
+  std::vector<double> out, hidden;
+};
+EpilogueReference withEpilogues(const std::vector<uint16_t> &in,
+                                const std::vector<uint16_t> &branchIn,
+                                int64_t M, int64_t inner,
+                                const std::vector<double> &w, int64_t outer,
+                                bool transposedWeight,
+                                const std::vector<uint16_t> &first,
+                                const std::vector<uint16_t> &second,
+                                int64_t rank, float scale,
+                                const std::vector<uint16_t> &residual) {
+  EpilogueReference ref;
+  ref.hidden = dense(toDouble(branchIn), M, inner, toDouble(first), rank,
+                     transposedWeight);
+  ref.out = dense(toDouble(in), M, inner, w, outer, transposedWeight);
+  std::vector<double> loraTerm = dense(roundedToBf16(ref.hidden), M, rank,
+                                       toDouble(second), outer,
+                                       transposedWeight);
+  for (int64_t i = 0; i < M * outer; ++i)
+    ref.out[i] += bf16ToFloat(residual[i]) + scale * loraTerm[i];
+  return ref;
+}
+
+/// The output and the LoRA inner product against the reference.
+void expectMatches(const DeviceBuffer<uint16_t> &out,
+                   const DeviceBuffer<uint16_t> &hidden,
+                   const EpilogueReference &ref) {
+  Expected<std::vector<uint16_t>> got = out.download();
+  Expected<std::vector<uint16_t>> gotHidden = hidden.download();
+  ASSERT_TRUE(got && gotHidden);
+  EXPECT_LT(relativeError(*gotHidden, ref.hidden), 4e-3);
+  EXPECT_LT(relativeError(*got, ref.out), 4e-3);
+}
+
 TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   cublasHandle_t blas;
   ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
@@ -315,19 +353,9 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
     ASSERT_TRUE(nf4MatmulDequantGemm(blas, dx->data(), M, device->view,
                                      scratch->data(), dy->data(), nullptr,
                                      epilogue));
-    std::vector<double> expectedHidden =
-        dense(toDouble(inPlace ? x : branchInput), M, K, toDouble(a), rank,
-              true);
-    std::vector<double> expected = dense(toDouble(x), M, K, w, N, true);
-    std::vector<double> loraTerm =
-        dense(roundedToBf16(expectedHidden), M, rank, toDouble(b), N, true);
-    for (int64_t i = 0; i < M * N; ++i)
-      expected[i] += bf16ToFloat(residual[i]) + scale * loraTerm[i];
-    Expected<std::vector<uint16_t>> y = dy->download();
-    Expected<std::vector<uint16_t>> h = hidden->download();
-    ASSERT_TRUE(y && h);
-    EXPECT_LT(relativeError(*h, expectedHidden), 4e-3);
-    EXPECT_LT(relativeError(*y, expected), 4e-3);
+    expectMatches(*dy, *hidden,
+                  withEpilogues(x, inPlace ? x : branchInput, M, K, w, N, true,
+                                a, b, rank, scale, residual));
   }
 
   // The input gradient: dX = residual + dY·W + scale·(dY·B)·A.
@@ -342,18 +370,9 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
                                  scratch->data(), dgx->data(), nullptr,
                                  GemmEpilogue{dResidual->data(), &lora}));
-  std::vector<double> expectedHidden =
-      dense(toDouble(g), M, N, toDouble(b), rank, false);
-  std::vector<double> expected = dense(toDouble(g), M, N, w, K, false);
-  std::vector<double> loraTerm =
-      dense(roundedToBf16(expectedHidden), M, rank, toDouble(a), K, false);
-  for (int64_t i = 0; i < M * K; ++i)
-    expected[i] += bf16ToFloat(residual[i]) + scale * loraTerm[i];
-  Expected<std::vector<uint16_t>> gx = dgx->download();
-  Expected<std::vector<uint16_t>> h = hidden->download();
-  ASSERT_TRUE(gx && h);
-  EXPECT_LT(relativeError(*h, expectedHidden), 4e-3);
-  EXPECT_LT(relativeError(*gx, expected), 4e-3);
+  expectMatches(*dgx, *hidden,
+                withEpilogues(g, g, M, N, w, K, false, b, a, rank, scale,
+                              residual));
 
   // An incomplete LoRA term is an error, before any work is queued.
   LoraTerm missing{da->data(), nullptr, 0, scale, nullptr, hidden->data()};
