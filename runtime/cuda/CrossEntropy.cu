@@ -3,12 +3,13 @@
 // transformers' ForCausalLMLoss after the shift (torch cross_entropy, mean
 // over labels that are not ignore_index) with its backward, on fp32 logits:
 //  1. one block counts the counted rows and finds the first invalid label;
-//  2. one block per row reads the row once for an online max / sum of exp
-//     (the lse), then once more to write dlogits = (softmax - onehot) *
-//     dloss / count, and writes the row's loss;
+//  2. one block per row reads the row for an online max / sum of exp (the
+//     lse), then writes dlogits = (softmax - onehot) * dloss / count, and
+//     the row's loss;
 //  3. one block averages the row losses in a fixed order (fp64).
-// The logits are read twice and dlogits written once; nothing else of
-// vocabulary size is materialized. Row sums are fp32 per thread (a few
+// When a row fits in shared memory (vocab 32000: 125 KiB), the first pass
+// keeps it there and the logits are read once; otherwise the second pass
+// reads them again. Nothing else of vocabulary size is materialized. Row sums are fp32 per thread (a few
 // hundred terms) combined in a fixed tree, within fp32 rounding of the CPU's
 // fp64 sums; the row loss itself is formed in fp64 as the CPU does.
 //
@@ -23,7 +24,12 @@ namespace qlora::cuda {
 namespace {
 
 constexpr int kCountThreads = 1024;
+/// Threads of a row block: the uncached kernel runs several blocks an SM;
+/// the cached one holds a whole row in shared memory, so one block an SM,
+/// and more threads with several loads in flight each keep DRAM busy.
 constexpr int kRowThreads = 256;
+constexpr int kCachedRowThreads = 1024;
+constexpr int kCachedLoadsInFlight = 4;
 constexpr int kLossThreads = 1024;
 
 //===----------------------------------------------------------------------===//
@@ -118,13 +124,20 @@ __device__ __forceinline__ void combine(float &m, float &s, float m2,
 /// No __restrict__ on logits / dlogits: they may alias. Every read of the
 /// row (pass 1 and the label's logit) precedes the reduction's barriers, and
 /// in pass 2 each element is read and then written by one thread.
-__global__ void __launch_bounds__(kRowThreads)
+/// kCached: pass 1 also stores the row in dynamic shared memory (vocab
+/// floats: the float4 part first, then the scalar head and tail), and pass 2
+/// reads it from there.
+template <int kThreads, bool kCached>
+__global__ void __launch_bounds__(kThreads)
     crossEntropyRowKernel(const float *logits, const int32_t *__restrict__ labels,
                           int64_t vocab, int32_t ignoreIndex, float dloss,
                           bool vectorize, const int32_t *__restrict__ status,
                           float *dlogits, float *__restrict__ rowLoss) {
-  __shared__ float warpMax[kRowThreads / 32], warpSum[kRowThreads / 32];
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kLoads = kCached ? kCachedLoadsInFlight : 1;
+  __shared__ float warpMax[kWarps], warpSum[kWarps];
   __shared__ float labelLogit, rowLse, rowWeight;
+  extern __shared__ float4 rowCache[];
   const int64_t row = blockIdx.x;
   const float *in = logits + row * vocab;
   float *out = dlogits + row * vocab;
@@ -142,27 +155,53 @@ __global__ void __launch_bounds__(kRowThreads)
     vectors = (vocab - head) / 4;
   }
   const int64_t tail = head + vectors * 4;
+  // The cached row's scalars: head elements at [0, head), tail after them.
+  float *cachedScalars = reinterpret_cast<float *>(rowCache + vectors);
+  auto scalarSlot = [&](int64_t j) { return j < head ? j : head + (j - tail); };
 
   if (!counted) { // ignored (or invalid) rows: zero gradient, no loss
-    for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
+    for (int64_t j = threadIdx.x; j < head; j += kThreads)
       out[j] = 0.0f;
-    for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads)
+    for (int64_t k = threadIdx.x; k < vectors; k += kThreads)
       reinterpret_cast<float4 *>(out + head)[k] = make_float4(0, 0, 0, 0);
-    for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
+    for (int64_t j = tail + threadIdx.x; j < vocab; j += kThreads)
       out[j] = 0.0f;
     if (threadIdx.x == 0)
       rowLoss[row] = 0.0f;
     return;
   }
 
-  // Pass 1: online max and sum of exp.
+  // Pass 1: online max and sum of exp. Each thread visits its elements in
+  // increasing order whatever kLoads is, so the sums do not depend on it.
   float m = -INFINITY, s = 0.0f;
-  for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
-    onlineAdd(in[j], m, s);
-  for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads)
-    onlineAdd4(reinterpret_cast<const float4 *>(in + head)[k], m, s);
-  for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
-    onlineAdd(in[j], m, s);
+  auto addScalar = [&](int64_t j) {
+    float x = in[j];
+    if constexpr (kCached)
+      cachedScalars[scalarSlot(j)] = x;
+    onlineAdd(x, m, s);
+  };
+  for (int64_t j = threadIdx.x; j < head; j += kThreads)
+    addScalar(j);
+  const float4 *inVectors = reinterpret_cast<const float4 *>(in + head);
+  for (int64_t first = threadIdx.x; first < vectors;
+       first += int64_t(kThreads) * kLoads) {
+    float4 v[kLoads];
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u)
+      if (first + int64_t(u) * kThreads < vectors)
+        v[u] = inVectors[first + int64_t(u) * kThreads];
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      int64_t k = first + int64_t(u) * kThreads;
+      if (k >= vectors)
+        break;
+      if constexpr (kCached)
+        rowCache[k] = v[u];
+      onlineAdd4(v[u], m, s);
+    }
+  }
+  for (int64_t j = tail + threadIdx.x; j < vocab; j += kThreads)
+    addScalar(j);
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
     float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
@@ -178,8 +217,8 @@ __global__ void __launch_bounds__(kRowThreads)
     labelLogit = in[label];
   __syncthreads();
   if (warp == 0) {
-    m = lane < kRowThreads / 32 ? warpMax[lane] : -INFINITY;
-    s = lane < kRowThreads / 32 ? warpSum[lane] : 0.0f;
+    m = lane < kWarps ? warpMax[lane] : -INFINITY;
+    s = lane < kWarps ? warpSum[lane] : 0.0f;
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
       float m2 = __shfl_xor_sync(0xffffffffu, m, offset);
@@ -197,22 +236,32 @@ __global__ void __launch_bounds__(kRowThreads)
   __syncthreads();
   const float lse = rowLse, weight = rowWeight;
 
-  // Pass 2: dlogits = exp(x - lse) * weight, minus weight at the label.
+  // Pass 2: dlogits = exp(x - lse) * weight, minus weight at the label. A
+  // thread reads back only what it cached itself.
   auto grad = [&](float x, int64_t j) {
     float g = expf(x - lse) * weight;
     return j == label ? g - weight : g;
   };
-  for (int64_t j = threadIdx.x; j < head; j += kRowThreads)
-    out[j] = grad(in[j], j);
-  for (int64_t k = threadIdx.x; k < vectors; k += kRowThreads) {
-    float4 v = reinterpret_cast<const float4 *>(in + head)[k];
+  auto scalar = [&](int64_t j) {
+    if constexpr (kCached)
+      return cachedScalars[scalarSlot(j)];
+    return in[j];
+  };
+  for (int64_t j = threadIdx.x; j < head; j += kThreads)
+    out[j] = grad(scalar(j), j);
+  for (int64_t k = threadIdx.x; k < vectors; k += kThreads) {
+    float4 v;
+    if constexpr (kCached)
+      v = rowCache[k];
+    else
+      v = inVectors[k];
     int64_t j = head + 4 * k;
     reinterpret_cast<float4 *>(out + head)[k] =
         make_float4(grad(v.x, j), grad(v.y, j + 1), grad(v.z, j + 2),
                     grad(v.w, j + 3));
   }
-  for (int64_t j = tail + threadIdx.x; j < vocab; j += kRowThreads)
-    out[j] = grad(in[j], j);
+  for (int64_t j = tail + threadIdx.x; j < vocab; j += kThreads)
+    out[j] = grad(scalar(j), j);
 }
 
 //===----------------------------------------------------------------------===//
@@ -243,6 +292,26 @@ __global__ void __launch_bounds__(kLossThreads)
   }
 }
 
+size_t rowCacheBytes(int64_t vocab) { return size_t(vocab) * sizeof(float); }
+
+/// Whether the cached row kernel can hold a row of `vocab` fp32 logits on
+/// this device (it then allows itself that much shared memory).
+Expected<bool> rowFitsInSharedMemory(int64_t vocab) {
+  int device = 0, optin = 0;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
+      &optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attributes;
+  auto kernel = crossEntropyRowKernel<kCachedRowThreads, true>;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, kernel));
+  if (rowCacheBytes(vocab) + attributes.sharedSizeBytes > size_t(optin))
+    return false;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      int(rowCacheBytes(vocab))));
+  return true;
+}
+
 } // namespace
 
 Status crossEntropyAsync(const float *logits, const int32_t *labels,
@@ -260,9 +329,19 @@ Status crossEntropyAsync(const float *logits, const int32_t *labels,
     const uintptr_t a = reinterpret_cast<uintptr_t>(logits);
     const uintptr_t b = reinterpret_cast<uintptr_t>(dlogits);
     const bool vectorize = ((a ^ b) & 15u) == 0 && (a & 3u) == 0;
-    crossEntropyRowKernel<<<unsigned(rows), kRowThreads, 0, stream>>>(
-        logits, labels, vocab, ignoreIndex, dloss, vectorize, status, dlogits,
-        rowLoss);
+    Expected<bool> cached = rowFitsInSharedMemory(vocab);
+    if (!cached)
+      return cached.error();
+    if (*cached)
+      crossEntropyRowKernel<kCachedRowThreads, true>
+          <<<unsigned(rows), kCachedRowThreads, rowCacheBytes(vocab),
+             stream>>>(logits, labels, vocab, ignoreIndex, dloss, vectorize,
+                       status, dlogits, rowLoss);
+    else
+      crossEntropyRowKernel<kRowThreads, false>
+          <<<unsigned(rows), kRowThreads, 0, stream>>>(
+              logits, labels, vocab, ignoreIndex, dloss, vectorize, status,
+              dlogits, rowLoss);
     QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
   meanLossKernel<<<1, kLossThreads, 0, stream>>>(rowLoss, rows, status, loss);

@@ -269,13 +269,18 @@ TEST_F(CudaTrainingKernels, CrossEntropyMatchesTheCpu) {
     int64_t rows, vocab;
     int64_t outOffset; ///< 1: dlogits misaligned against logits (scalar)
     bool inPlace;
+    int64_t inOffset = 0; ///< with outOffset 1: a scalar head of 3
   };
   const float dloss = 0.5f;
+  // Rows of up to ~56K fp32 logits fit in an H200 block's shared memory
+  // and are read once (the cached kernel); 70001 takes the two-pass one.
   for (Case c : {Case{37, 1031, 0, false}, Case{64, 1031, 0, false},
                  Case{8, 32000, 0, false}, Case{37, 1031, 1, false},
-                 Case{64, 1031, 0, true}}) {
+                 Case{64, 1031, 0, true}, Case{37, 1031, 1, false, 1},
+                 Case{5, 70001, 0, false}, Case{5, 70001, 1, true, 1}}) {
     SCOPED_TRACE("rows " + std::to_string(c.rows) + " vocab " +
-                 std::to_string(c.vocab) + " offset " +
+                 std::to_string(c.vocab) + " offsets " +
+                 std::to_string(c.inOffset) + "/" +
                  std::to_string(c.outOffset) + (c.inPlace ? " in place" : ""));
     const int64_t n = c.rows * c.vocab;
     std::vector<float> logits = randomFloat(n, 3.0f);
@@ -301,7 +306,7 @@ TEST_F(CudaTrainingKernels, CrossEntropyMatchesTheCpu) {
       rowLossRef[r] = float(max + std::log(sum) - double(row[labels[r]]));
     }
 
-    Placed<float> dLogits = place(logits);
+    Placed<float> dLogits = place(logits, c.inOffset);
     Placed<int32_t> dLabels = place(labels);
     Placed<float> dDlogits = poisoned<float>(n, c.outOffset);
     Placed<float> dRowLoss = poisoned<float>(c.rows), dLoss = poisoned<float>(1);
