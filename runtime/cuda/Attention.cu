@@ -25,7 +25,11 @@
 //     4 warps read it back transposed for dQ = dS K (one 16 x headDim/2 tile
 //     each) and add it to the fp32 accumulator with atomics. dK and dV stay
 //     in registers for the whole CTA and are written once: deterministic.
-//  4. dq = bf16(accumulator * scale).
+//     When that leaves too few CTAs to fill the GPU (GQA at small batch x
+//     seq), the group's query heads are split over `splits` CTAs, each
+//     writing fp32 partial dK and dV to the scratch, and
+//  4. a reduction adds the partials in split order (still deterministic);
+//  5. dq = bf16(accumulator * scale).
 //
 // Masking: keys j > i (which covers keys past seq for every real query) get
 // probability 0, and so do query rows past seq; tiles past seq are loaded as
@@ -376,9 +380,9 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads)
                    const uint16_t *__restrict__ dout,
                    const float *__restrict__ lse,
                    const float *__restrict__ delta, int seq, int heads,
-                   int kvHeads, float scaleLog2, float scale,
-                   float *__restrict__ dqAccum, uint16_t *__restrict__ dk,
-                   uint16_t *__restrict__ dv) {
+                   int kvHeads, int splits, float scaleLog2, float scale,
+                   float *__restrict__ dqAccum, float *__restrict__ dkvPartial,
+                   uint16_t *__restrict__ dk, uint16_t *__restrict__ dv) {
   using C = BackwardConfig<D>;
   constexpr int kStride = C::kStride, kDsStride = C::kDsStride;
   constexpr int kBr = C::kBr, kBc = C::kBc, kThreads = C::kThreads;
@@ -398,20 +402,24 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads)
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int g = lane >> 2, t = lane & 3;
   const int lr = lane & 7, lm = lane >> 3;
-  const int kvh = int(blockIdx.y), b = int(blockIdx.z);
-  const int group = heads / kvHeads;
+  // blockIdx.y = kv head * splits + split: the split takes query heads
+  // [split * headsPerSplit, (split + 1) * headsPerSplit) of the group.
+  const int kvh = int(blockIdx.y) / splits, split = int(blockIdx.y) % splits;
+  const int b = int(blockIdx.z);
+  const int headsPerSplit = heads / kvHeads / splits;
+  const int firstHead = kvh * (heads / kvHeads) + split * headsPerSplit;
   const int j0 = int(blockIdx.x) * kBc;
   const int iStart = (j0 / kBr) * kBr; // queries before see none of the keys
   const int qSteps = (seq - iStart + kBr - 1) / kBr;
-  const int steps = group * qSteps;
+  const int steps = headsPerSplit * qSteps;
   const int64_t qStride = int64_t(heads) * D, kvStride = int64_t(kvHeads) * D;
   const int64_t qBatch = int64_t(b) * seq * qStride;
   const int64_t kvSlice = int64_t(b) * seq * kvStride + int64_t(kvh) * D;
 
-  // Step s covers query head kvh * group + s / qSteps, queries from
+  // Step s covers query head firstHead + s / qSteps, queries from
   // iStart + (s % qSteps) * kBr.
   auto loadStep = [&](int step, int stage) {
-    const int h = kvh * group + step / qSteps;
+    const int h = firstHead + step / qSteps;
     const int i0 = iStart + (step % qSteps) * kBr;
     loadTile<D, kBr, kThreads>(sQ + stage * kBr * kStride,
                                q + qBatch + int64_t(h) * D, qStride, i0, seq);
@@ -441,7 +449,7 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads)
 
   for (int step = 0; step < steps; ++step) {
     const int stage = step & 1;
-    const int h = kvh * group + step / qSteps;
+    const int h = firstHead + step / qSteps;
     const int i0 = iStart + (step % qSteps) * kBr;
     cpAsyncWait<0>();
     // Also: every warp is done with the other stage and with sdsT.
@@ -571,12 +579,27 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads)
     }
   }
 
+  // One split: dK and dV in bf16. Several: this split's fp32 partials, dK
+  // unscaled, at [split][dk or dv][dk's layout] (the reduction scales).
+  const int64_t partialStride = int64_t(gridDim.z) * seq * kvStride;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int j = j0 + warp * 16 + g + 8 * r;
     if (j >= seq)
       continue;
     const int64_t offset = kvSlice + int64_t(j) * kvStride + 2 * t;
+    if (dkvPartial) {
+      float *pk = dkvPartial + 2 * split * partialStride + offset;
+      float *pv = pk + partialStride;
+#pragma unroll
+      for (int dt = 0; dt < kDimTiles; ++dt) {
+        *reinterpret_cast<float2 *>(pk + dt * 8) =
+            make_float2(dkAcc[dt][2 * r], dkAcc[dt][2 * r + 1]);
+        *reinterpret_cast<float2 *>(pv + dt * 8) =
+            make_float2(dvAcc[dt][2 * r], dvAcc[dt][2 * r + 1]);
+      }
+      continue;
+    }
 #pragma unroll
     for (int dt = 0; dt < kDimTiles; ++dt) {
       *reinterpret_cast<uint32_t *>(dk + offset + dt * 8) =
@@ -584,6 +607,33 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads)
       *reinterpret_cast<uint32_t *>(dv + offset + dt * 8) =
           packBf16(dvAcc[dt][2 * r], dvAcc[dt][2 * r + 1]);
     }
+  }
+}
+
+/// dk = bf16(scale * sum of the splits' partial dK), dv likewise unscaled,
+/// the splits added in order; 4 elements per thread.
+__global__ void __launch_bounds__(256)
+    reduceSplitsKernel(const float *__restrict__ partials, int splits,
+                       int64_t elements, float scale,
+                       uint16_t *__restrict__ dk, uint16_t *__restrict__ dv) {
+  const int64_t quads = elements / 4;
+  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       index < quads; index += int64_t(gridDim.x) * blockDim.x) {
+    float4 k = make_float4(0, 0, 0, 0), v = make_float4(0, 0, 0, 0);
+    for (int split = 0; split < splits; ++split) {
+      const float4 *pk = reinterpret_cast<const float4 *>(
+          partials + 2 * int64_t(split) * elements);
+      const float4 *pv = reinterpret_cast<const float4 *>(
+          partials + (2 * int64_t(split) + 1) * elements);
+      float4 a = pk[index], c = pv[index];
+      k = make_float4(k.x + a.x, k.y + a.y, k.z + a.z, k.w + a.w);
+      v = make_float4(v.x + c.x, v.y + c.y, v.z + c.z, v.w + c.w);
+    }
+    reinterpret_cast<uint2 *>(dk)[index] =
+        make_uint2(packBf16(k.x * scale, k.y * scale),
+                   packBf16(k.z * scale, k.w * scale));
+    reinterpret_cast<uint2 *>(dv)[index] =
+        make_uint2(packBf16(v.x, v.y), packBf16(v.z, v.w));
   }
 }
 
@@ -659,12 +709,42 @@ Status launchForward(const uint16_t *q, const uint16_t *k, const uint16_t *v,
   return Status::ok();
 }
 
+/// CTAs of the dK / dV kernel below which the backward splits a GQA group's
+/// query heads: several waves of three CTAs an SM on an H200, so that the
+/// long causal key blocks are spread out.
+constexpr int64_t kBackwardTargetCtas = 1024;
+static_assert(BackwardConfig<64>::kBc == BackwardConfig<128>::kBc,
+              "one key block size for both head dimensions");
+
+/// Floats of the scratch before the split partials: the dq accumulator and
+/// D, rounded up to 16 bytes for the partials' vector accesses.
+int64_t partialsOffset(int64_t batch, int64_t seq, int64_t heads,
+                       int64_t headDim) {
+  return (batch * seq * heads * (headDim + 1) + 3) / 4 * 4;
+}
+
+/// `requested`, or the default where it is 0; an error unless it divides
+/// the group.
+Expected<int64_t> resolveSplits(const char *name, int64_t batch, int64_t seq,
+                                int64_t heads, int64_t kvHeads,
+                                int64_t requested) {
+  const int64_t splits =
+      requested == 0 ? attentionBackwardSplits(batch, seq, heads, kvHeads)
+                     : requested;
+  if (splits < 1 || (heads / kvHeads) % splits != 0)
+    return makeError("{}: splits must divide the {} query heads of a kv "
+                     "head, got {}",
+                     name, heads / kvHeads, splits);
+  return splits;
+}
+
 template <int D>
 Status launchBackward(const uint16_t *q, const uint16_t *k, const uint16_t *v,
                       const uint16_t *out, const float *lse,
                       const uint16_t *dout, int64_t batch, int64_t seq,
                       int64_t heads, int64_t kvHeads, float scale,
-                      float *dqAccum, float *delta, uint16_t *dq, uint16_t *dk,
+                      int64_t splits, float *dqAccum, float *delta,
+                      float *dkvPartial, uint16_t *dq, uint16_t *dk,
                       uint16_t *dv, cudaStream_t stream) {
   using C = BackwardConfig<D>;
   const int64_t rows = batch * seq * heads;
@@ -681,12 +761,22 @@ Status launchBackward(const uint16_t *q, const uint16_t *k, const uint16_t *v,
   QLORA_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(C::kSharedBytes)));
-  const dim3 grid(unsigned((seq + C::kBc - 1) / C::kBc), unsigned(kvHeads),
-                  unsigned(batch));
+  const dim3 grid(unsigned((seq + C::kBc - 1) / C::kBc),
+                  unsigned(kvHeads * splits), unsigned(batch));
   kernel<<<grid, C::kThreads, C::kSharedBytes, stream>>>(
       q, k, v, dout, lse, delta, int(seq), int(heads), int(kvHeads),
-      scale * kLog2e, scale, dqAccum, dk, dv);
+      int(splits), scale * kLog2e, scale, dqAccum,
+      splits > 1 ? dkvPartial : nullptr, dk, dv);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+
+  if (splits > 1) {
+    const int64_t elements = batch * seq * kvHeads * D;
+    const int64_t blocks =
+        std::min<int64_t>((elements / 4 + 255) / 256, int64_t(1) << 16);
+    reduceSplitsKernel<<<unsigned(blocks), 256, 0, stream>>>(
+        dkvPartial, int(splits), elements, scale, dk, dv);
+    QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  }
 
   const int64_t vectors = rows * D / 8;
   const int64_t convertBlocks =
@@ -716,12 +806,32 @@ Status attentionForward(const uint16_t *q, const uint16_t *k,
                             lse, stream);
 }
 
+int64_t attentionBackwardSplits(int64_t batch, int64_t seq, int64_t heads,
+                                int64_t kvHeads) {
+  if (batch <= 0 || seq <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
+    return 1;
+  const int64_t group = heads / kvHeads;
+  const int64_t kBc = BackwardConfig<64>::kBc;
+  const int64_t ctas = (seq + kBc - 1) / kBc * kvHeads * batch;
+  int64_t splits = 1;
+  for (int64_t d = 2; d <= group; ++d)
+    if (group % d == 0 && ctas * d <= kBackwardTargetCtas)
+      splits = d;
+  return splits;
+}
+
 size_t attentionBackwardScratchBytes(int64_t batch, int64_t seq,
-                                     int64_t heads, int64_t /*kvHeads*/,
-                                     int64_t headDim) {
-  if (batch <= 0 || seq <= 0 || heads <= 0 || headDim <= 0)
+                                     int64_t heads, int64_t kvHeads,
+                                     int64_t headDim, int64_t splits) {
+  if (batch <= 0 || seq <= 0 || heads <= 0 || headDim <= 0 ||
+      kvHeads <= 0 || heads % kvHeads != 0)
     return 0;
-  return size_t(batch * seq * heads * (headDim + 1)) * sizeof(float);
+  if (splits == 0)
+    splits = attentionBackwardSplits(batch, seq, heads, kvHeads);
+  const int64_t partials =
+      splits > 1 ? 2 * splits * batch * seq * kvHeads * headDim : 0;
+  return size_t(partialsOffset(batch, seq, heads, headDim) + partials) *
+         sizeof(float);
 }
 
 Status attentionBackward(const uint16_t *q, const uint16_t *k,
@@ -730,22 +840,28 @@ Status attentionBackward(const uint16_t *q, const uint16_t *k,
                          int64_t seq, int64_t heads, int64_t kvHeads,
                          int64_t headDim, float scale, void *scratch,
                          uint16_t *dq, uint16_t *dk, uint16_t *dv,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, int64_t requestedSplits) {
   const char *name = "attentionBackward";
   QLORA_RETURN_IF_ERROR(checkShape(name, batch, seq, heads, kvHeads, headDim));
+  Expected<int64_t> splits =
+      resolveSplits(name, batch, seq, heads, kvHeads, requestedSplits);
+  if (!splits)
+    return splits.error();
   QLORA_RETURN_IF_ERROR(
       checkAligned(name, {q, k, v, out, dout, scratch, dq, dk, dv}));
   if (batch == 0 || seq == 0)
     return Status::ok();
   float *dqAccum = static_cast<float *>(scratch);
   float *delta = dqAccum + batch * seq * heads * headDim;
+  float *dkvPartial =
+      dqAccum + partialsOffset(batch, seq, heads, headDim);
   if (headDim == 64)
     return launchBackward<64>(q, k, v, out, lse, dout, batch, seq, heads,
-                              kvHeads, scale, dqAccum, delta, dq, dk, dv,
-                              stream);
+                              kvHeads, scale, *splits, dqAccum, delta,
+                              dkvPartial, dq, dk, dv, stream);
   return launchBackward<128>(q, k, v, out, lse, dout, batch, seq, heads,
-                             kvHeads, scale, dqAccum, delta, dq, dk, dv,
-                             stream);
+                             kvHeads, scale, *splits, dqAccum, delta,
+                             dkvPartial, dq, dk, dv, stream);
 }
 
 } // namespace qlora::cuda

@@ -41,10 +41,21 @@ Status attentionForward(const uint16_t *q, const uint16_t *k,
 ///    dq (zeroed, then summed into with fp32 atomics, then scaled and
 ///    rounded into dq);
 ///  * then batch*heads*seq floats: D = rowsum(dout o out) per query row,
-///    laid out as lse.
+///    laid out as lse;
+///  * when a GQA shape gives too few CTAs to fill the GPU and the group's
+///    query heads are split over several CTAs, from the next 16-byte
+///    boundary: each split's fp32 partial dk and dv (2 * splits *
+///    batch*seq*kvHeads*headDim floats).
 size_t attentionBackwardScratchBytes(int64_t batch, int64_t seq,
                                      int64_t heads, int64_t kvHeads,
-                                     int64_t headDim);
+                                     int64_t headDim, int64_t splits = 0);
+
+/// How many CTAs share a kv head's query heads in attentionBackward by
+/// default (`splits` 0): the largest divisor of heads / kvHeads that keeps
+/// the dk / dv kernel at most 1024 CTAs, so 1 for MHA and for large
+/// batch x seq. A function of the shape only.
+int64_t attentionBackwardSplits(int64_t batch, int64_t seq, int64_t heads,
+                                int64_t kvHeads);
 
 /// dq (=), dk (=), dv (=) of attentionForward for upstream dout, from the
 /// forward's out and lse; dk and dv sum over the query heads that share a kv
@@ -52,7 +63,12 @@ size_t attentionBackwardScratchBytes(int64_t batch, int64_t seq,
 /// out), one CTA per (key block of 64, kv head, batch row) that recomputes
 /// the probabilities and keeps dk and dv in registers over every query head
 /// of its group (dq goes to `scratch` through fp32 atomics), and the
-/// conversion of the accumulator to bf16. dk and dv are deterministic; dq is
+/// conversion of the accumulator to bf16. Where that leaves fewer than 1024
+/// CTAs, the group's query heads are split over several CTAs whose fp32
+/// partial dk and dv a fifth launch adds in a fixed order (`splits`: 0 for
+/// attentionBackwardSplits(), else a divisor of heads / kvHeads; the
+/// scratch must be sized for the same value). dk and dv are
+/// deterministic; dq is
 /// not bit-for-bit reproducible, since the order of the atomic fp32 additions
 /// varies. `scratch` is device memory of attentionBackwardScratchBytes(),
 /// 16-byte aligned; its contents on entry do not matter.
@@ -62,6 +78,6 @@ Status attentionBackward(const uint16_t *q, const uint16_t *k,
                          int64_t seq, int64_t heads, int64_t kvHeads,
                          int64_t headDim, float scale, void *scratch,
                          uint16_t *dq, uint16_t *dk, uint16_t *dv,
-                         cudaStream_t stream);
+                         cudaStream_t stream, int64_t splits = 0);
 
 } // namespace qlora::cuda

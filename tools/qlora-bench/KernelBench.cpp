@@ -211,12 +211,34 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
   });
   if (!forward || !backward)
     return forward ? backward.error() : forward.error();
+  // GQA 32:8 (Llama-3 / Mistral heads), where one sequence gives only 256
+  // key-block CTAs and the backward splits each group over several.
+  const int64_t kvHeads = heads / 4;
+  Expected<DeviceBuffer<uint8_t>> gqaScratch = DeviceBuffer<uint8_t>::allocate(
+      attentionBackwardScratchBytes(1, seq, heads, kvHeads, headDim));
+  if (!gqaScratch)
+    return gqaScratch.error();
+  // The backward's out and lse from this GQA forward, untimed.
+  QLORA_RETURN_IF_ERROR(attentionForward(q, k, v, 1, seq, heads, kvHeads,
+                                         headDim, scale, out, lse->data(),
+                                         nullptr));
+  Expected<double> gqaBackward = timeMs(repeats, flush, [&] {
+    return attentionBackward(q, k, v, out, lse->data(), dout, 1, seq, heads,
+                             kvHeads, headDim, scale, gqaScratch->data(), dq,
+                             dk, dv, nullptr);
+  });
+  if (!gqaBackward)
+    return gqaBackward.error();
   // Causal: half of the 4 * seq^2 * headDim * heads of the full products.
   double flops = 2.0 * double(seq) * double(seq) * double(headDim * heads);
   std::printf("%-34s %10.1f %9.0f TF/s\n", "attention forward (seq 2048)",
               *forward * 1e3, flops / (*forward * 1e-3) / 1e12);
   std::printf("%-34s %10.1f %9.0f TF/s\n", "attention backward",
               *backward * 1e3, 2.5 * flops / (*backward * 1e-3) / 1e12);
+  std::printf("%-34s %10.1f %9.0f TF/s (%lld-way head split)\n",
+              "attention backward, GQA 32:8", *gqaBackward * 1e3,
+              2.5 * flops / (*gqaBackward * 1e-3) / 1e12,
+              (long long)attentionBackwardSplits(1, seq, heads, kvHeads));
   return Status::ok();
 }
 

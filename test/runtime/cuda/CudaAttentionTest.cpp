@@ -86,6 +86,7 @@ std::vector<Case> cases() {
       for (auto [heads, kvHeads] : {std::pair<int64_t, int64_t>{4, 2},
                                     std::pair<int64_t, int64_t>{8, 8}})
         all.push_back(Case{2, seq, heads, kvHeads, headDim});
+  all.push_back(Case{1, 300, 8, 2, 128});
   return all;
 }
 
@@ -126,29 +127,41 @@ TEST_F(CudaAttention, MatchesTheCpu) {
     EXPECT_LT(bf16Error(download(dOut), outRef), kBf16Tolerance) << "out";
     EXPECT_LT(relativeError(download(dLse), lseRef), kLseTolerance) << "lse";
 
-    // Backward, from the CPU's out and lse.
+    // Backward, from the CPU's out and lse, with the group's query heads
+    // on one CTA and split every way the group allows.
     DeviceBuffer<uint16_t> dOutRef = upload(outBf16);
     DeviceBuffer<float> dLseRef = upload(lseRef);
-    const size_t scratchBytes = attentionBackwardScratchBytes(
-        c.batch, c.seq, c.heads, c.kvHeads, c.headDim);
-    DeviceBuffer<float> scratch =
-        poisoned<float>((scratchBytes + sizeof(float) - 1) / sizeof(float));
-    DeviceBuffer<uint16_t> dDq = poisoned<uint16_t>(static_cast<size_t>(qSize));
-    DeviceBuffer<uint16_t> dDk = poisoned<uint16_t>(static_cast<size_t>(kvSize));
-    DeviceBuffer<uint16_t> dDv = poisoned<uint16_t>(static_cast<size_t>(kvSize));
-    ASSERT_OK(attentionBackward(
-        dQ.data(), dK.data(), dV.data(), dOutRef.data(), dLseRef.data(),
-        dDout.data(), c.batch, c.seq, c.heads, c.kvHeads, c.headDim, scale,
-        scratch.data(), dDq.data(), dDk.data(), dDv.data(), nullptr));
-    ASSERT_SYNCED();
-    EXPECT_LT(bf16Error(download(dDq), dqRef), kBf16Tolerance) << "dq";
-    EXPECT_LT(bf16Error(download(dDk), dkRef), kBf16Tolerance) << "dk";
-    EXPECT_LT(bf16Error(download(dDv), dvRef), kBf16Tolerance) << "dv";
+    const int64_t group = c.heads / c.kvHeads;
+    for (int64_t splits = 1; splits <= group; ++splits) {
+      if (group % splits != 0)
+        continue;
+      SCOPED_TRACE("splits " + std::to_string(splits));
+      const size_t scratchBytes = attentionBackwardScratchBytes(
+          c.batch, c.seq, c.heads, c.kvHeads, c.headDim, splits);
+      DeviceBuffer<float> scratch =
+          poisoned<float>((scratchBytes + sizeof(float) - 1) / sizeof(float));
+      DeviceBuffer<uint16_t> dDq =
+          poisoned<uint16_t>(static_cast<size_t>(qSize));
+      DeviceBuffer<uint16_t> dDk =
+          poisoned<uint16_t>(static_cast<size_t>(kvSize));
+      DeviceBuffer<uint16_t> dDv =
+          poisoned<uint16_t>(static_cast<size_t>(kvSize));
+      ASSERT_OK(attentionBackward(
+          dQ.data(), dK.data(), dV.data(), dOutRef.data(), dLseRef.data(),
+          dDout.data(), c.batch, c.seq, c.heads, c.kvHeads, c.headDim, scale,
+          scratch.data(), dDq.data(), dDk.data(), dDv.data(), nullptr,
+          splits));
+      ASSERT_SYNCED();
+      EXPECT_LT(bf16Error(download(dDq), dqRef), kBf16Tolerance) << "dq";
+      EXPECT_LT(bf16Error(download(dDk), dkRef), kBf16Tolerance) << "dk";
+      EXPECT_LT(bf16Error(download(dDv), dvRef), kBf16Tolerance) << "dv";
+    }
   }
 }
 
-/// dk and dv come from registers in a fixed order: two runs agree bit for
-/// bit (dq, summed with atomics, need not).
+/// dk and dv come from registers in a fixed order (and the split partials
+/// are added in a fixed order): two runs agree bit for bit (dq, summed with
+/// atomics, need not). This shape splits its group of 4 four ways.
 TEST_F(CudaAttention, KeyAndValueGradientsAreDeterministic) {
   const Case c{1, 200, 8, 2, 64};
   const float scale = 0.125f;
@@ -218,6 +231,30 @@ TEST(CudaAttentionArguments, RejectsUnsupportedShapes) {
   ASSERT_FALSE(status.isOk());
   EXPECT_NE(status.message().find("16-byte aligned"), std::string::npos)
       << status.message();
+
+  status = attentionBackward(p, p, p, p, scratch, p, 1, 8, 8, 2, 64, 0.1f,
+                             scratch, p, p, p, nullptr, /*splits=*/3);
+  ASSERT_FALSE(status.isOk());
+  EXPECT_NE(status.message().find(
+                "splits must divide the 4 query heads of a kv head, got 3"),
+            std::string::npos)
+      << status.message();
+}
+
+/// The default split keeps the dk / dv kernel near 1024 CTAs.
+TEST(CudaAttentionArguments, SplitsGqaGroupsOnlyWhenCtasAreFew) {
+  // 32 key blocks x 8 kv heads = 256 CTAs: a group of 4 splits 4 ways.
+  EXPECT_EQ(attentionBackwardSplits(1, 2048, 32, 8), 4);
+  // 4 x 256 = 1024 CTAs already: no split.
+  EXPECT_EQ(attentionBackwardSplits(4, 2048, 32, 8), 1);
+  // 2 x 256 = 512: only 2 of the 4 fit under 1024.
+  EXPECT_EQ(attentionBackwardSplits(2, 2048, 32, 8), 2);
+  // MHA never splits.
+  EXPECT_EQ(attentionBackwardSplits(1, 64, 32, 32), 1);
+  // The scratch grows by each split's fp32 dk and dv.
+  EXPECT_EQ(attentionBackwardScratchBytes(1, 100, 8, 2, 64, 2) -
+                attentionBackwardScratchBytes(1, 100, 8, 2, 64, 1),
+            2 * 2 * 100 * 2 * 64 * sizeof(float));
 }
 
 } // namespace
