@@ -3,6 +3,8 @@
 # runtime, the GPU tests and qlora-bench, runs the tests labelled `gpu`, then
 # the kernel benchmark. Usage: tools/gpu-check.sh [BUILD_DIR [BENCH_OPTION...]]
 # (for example `tools/gpu-check.sh build-gpu --l2_flush clean`).
+# Environment: SANITIZE=1 also runs every GPU test binary under
+# compute-sanitizer's memcheck and racecheck; BENCH=0 skips the benchmark.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build-gpu}"
@@ -10,4 +12,15 @@ cmake -G Ninja -S "$root" -B "$build" -DQLORA_ENABLE_COMPILER=OFF \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90a" >/dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" -L gpu --output-on-failure
-"$build/bin/qlora-bench" kernels --repeats 20 "${@:2}"
+if [[ "${SANITIZE:-0}" == 1 ]]; then
+  for test in "$build"/bin/Cuda*Test; do
+    for tool in memcheck racecheck; do
+      echo "== compute-sanitizer --tool $tool $(basename "$test")"
+      compute-sanitizer --tool "$tool" --error-exitcode 1 "$test" \
+        --gtest_brief=1
+    done
+  done
+fi
+if [[ "${BENCH:-1}" != 0 ]]; then
+  "$build/bin/qlora-bench" kernels --repeats 20 "${@:2}"
+fi
