@@ -183,12 +183,34 @@ TEST_F(CudaNF4, GemvRejectsUnsupportedShapes) {
   status = nf4Gemv(nullptr, 9, device->view, nullptr, nullptr);
   ASSERT_FALSE(status);
   EXPECT_NE(status.message().find("got 9"), std::string::npos);
-  status = nf4Gemv(nullptr, 2, device->view, nullptr, nullptr, {3, 4});
-  ASSERT_FALSE(status);
-  EXPECT_NE(status.message().find("3 warps per row"), std::string::npos);
-  status = nf4Gemv(nullptr, 2, device->view, nullptr, nullptr, {1, 8});
-  ASSERT_FALSE(status);
-  EXPECT_NE(status.message().find("8 steps at M = 2"), std::string::npos);
+}
+
+/// Tiling choices and their errors come before any launch, so this runs
+/// without a GPU.
+TEST(CudaNF4Arguments, GemvTilingsAndTheirErrors) {
+  auto names = [](const std::vector<GemvTiling> &tilings) {
+    std::string text;
+    for (GemvTiling tiling : tilings)
+      text += std::to_string(tiling.warpsPerRow) + "w" +
+              std::to_string(tiling.steps) + "s ";
+    return text;
+  };
+  EXPECT_EQ(names(gemvTilings(1)), "1w4s 2w4s 4w4s 1w8s 2w8s 4w8s ");
+  EXPECT_EQ(names(gemvTilings(5)), "1w4s 2w4s 4w4s ");
+  NF4DeviceWeight weight;
+  weight.rows = 64;
+  weight.cols = 64;
+  for (GemvTiling bad : {GemvTiling{3, 4}, GemvTiling{0, 4}, GemvTiling{1, 8},
+                         GemvTiling{1, 2}}) {
+    Status status = nf4Gemv(nullptr, 2, weight, nullptr, nullptr, bad);
+    ASSERT_FALSE(status);
+    EXPECT_NE(status.message().find("no tiling with " +
+                                    std::to_string(bad.warpsPerRow) +
+                                    " warps per row and " +
+                                    std::to_string(bad.steps) + " steps"),
+              std::string::npos)
+        << status.message();
+  }
 }
 
 TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
