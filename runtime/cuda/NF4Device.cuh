@@ -41,6 +41,19 @@ __device__ __forceinline__ void loadTables(const NF4Tables &tables,
   }
 }
 
+/// Fills the dynamic map and, for kernels that decode a packed byte at a
+/// time, both code values of every byte value (high nibble first, as
+/// bitsandbytes packs them) straight from `tables`: one barrier. Call before
+/// __syncthreads().
+__device__ __forceinline__ void loadByteTables(const NF4Tables &tables,
+                                               float2 *byteCodes,
+                                               float *dynamicMap) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    dynamicMap[i] = tables.dynamicMap[i];
+    byteCodes[i] = make_float2(tables.code[i >> 4], tables.code[i & 0xf]);
+  }
+}
+
 /// fp32 block maximum `block`, as dq::dequantizeAbsmax computes it:
 /// map[code] * scale + offset, rounded after each operation.
 __device__ __forceinline__ float blockAbsmax(const NF4DeviceWeight &w,

@@ -43,16 +43,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   static_assert(kWarpsPerBlock % kWarpsPerRow == 0,
                 "a row's warps must share a block");
   constexpr int kGroups = kWarpsPerBlock / kWarpsPerRow;
-  __shared__ float code[16];
   __shared__ float dynamicMap[256];
-  // Both codes of a packed byte with one shared-memory load.
   __shared__ float2 byteCodes[256];
   __shared__ float partialSums[kWarpsPerRow > 1 ? kWarpsPerBlock : 1]
                               [kRows * M];
-  detail::loadTables(tables, code, dynamicMap);
-  __syncthreads();
-  for (int i = threadIdx.x; i < 256; i += blockDim.x)
-    byteCodes[i] = make_float2(code[i >> 4], code[i & 0xf]);
+  detail::loadByteTables(tables, byteCodes, dynamicMap);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

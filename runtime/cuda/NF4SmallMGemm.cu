@@ -52,14 +52,10 @@ __global__ void __launch_bounds__(kWarps * 32)
                  const __grid_constant__ NF4DeviceWeight w,
                  const __grid_constant__ detail::NF4Tables tables,
                uint16_t *__restrict__ y) {
-  __shared__ float code[16];
   __shared__ float dynamicMap[256];
   __shared__ float2 byteCodes[256];
   __shared__ float partial[kWarps][kTileRows][16];
-  detail::loadTables(tables, code, dynamicMap);
-  __syncthreads();
-  for (int i = threadIdx.x; i < 256; i += blockDim.x)
-    byteCodes[i] = make_float2(code[i >> 4], code[i & 0xf]);
+  detail::loadByteTables(tables, byteCodes, dynamicMap);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
