@@ -301,7 +301,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
                 bytes / (*dequant * 1e-3) / 1e9, "-", "-");
 
     // Forward by both strategies where both apply (small M), so that the
-    // crossover is measured; the input gradient at training sizes.
+    // crossover is measured; then the input gradient.
     enum class Path { Gemv, SmallM, DequantGemm, Pipelined, GradInput };
     struct Row {
       Path path;
@@ -320,9 +320,10 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
       if (M >= 256)
         rows.push_back({Path::Pipelined, M});
     }
+    // The input gradient at every M, as the forward (training runs it at
+    // large M; small M shows what the dequantization alone costs).
     for (int64_t M : ms)
-      if (M >= 256)
-        rows.push_back({Path::GradInput, M});
+      rows.push_back({Path::GradInput, M});
     // cuBLAS once per product and M, beside every row of ours.
     std::map<std::pair<bool, int64_t>, Expected<double>> references;
     for (const Row &row : rows) {
