@@ -19,6 +19,8 @@
 
 #include <climits>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 namespace qlora::cuda {
 namespace {
@@ -294,22 +296,31 @@ __global__ void __launch_bounds__(kLossThreads)
 
 size_t rowCacheBytes(int64_t vocab) { return size_t(vocab) * sizeof(float); }
 
-/// Whether the cached row kernel can hold a row of `vocab` fp32 logits on
-/// this device (it then allows itself that much shared memory).
-Expected<bool> rowFitsInSharedMemory(int64_t vocab) {
-  int device = 0, optin = 0;
+/// The dynamic shared memory the cached row kernel may use on the current
+/// device: the block opt-in limit less its static shared memory. The kernel
+/// is allowed that much once per device, so that a call costs no driver
+/// round trips beyond cudaGetDevice.
+Expected<size_t> rowCacheLimit() {
+  static std::mutex mutex;
+  static std::map<int, size_t> limits;
+  int device = 0;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto found = limits.find(device); found != limits.end())
+    return found->second;
+  int optin = 0;
   QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
       &optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   cudaFuncAttributes attributes;
   auto kernel = crossEntropyRowKernel<kCachedRowThreads, true>;
   QLORA_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, kernel));
-  if (rowCacheBytes(vocab) + attributes.sharedSizeBytes > size_t(optin))
-    return false;
+  size_t limit = size_t(optin) > attributes.sharedSizeBytes
+                     ? size_t(optin) - attributes.sharedSizeBytes
+                     : 0;
   QLORA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      int(rowCacheBytes(vocab))));
-  return true;
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(limit)));
+  limits[device] = limit;
+  return limit;
 }
 
 } // namespace
@@ -329,10 +340,10 @@ Status crossEntropyAsync(const float *logits, const int32_t *labels,
     const uintptr_t a = reinterpret_cast<uintptr_t>(logits);
     const uintptr_t b = reinterpret_cast<uintptr_t>(dlogits);
     const bool vectorize = ((a ^ b) & 15u) == 0 && (a & 3u) == 0;
-    Expected<bool> cached = rowFitsInSharedMemory(vocab);
-    if (!cached)
-      return cached.error();
-    if (*cached)
+    Expected<size_t> cacheLimit = rowCacheLimit();
+    if (!cacheLimit)
+      return cacheLimit.error();
+    if (rowCacheBytes(vocab) <= *cacheLimit)
       crossEntropyRowKernel<kCachedRowThreads, true>
           <<<unsigned(rows), kCachedRowThreads, rowCacheBytes(vocab),
              stream>>>(logits, labels, vocab, ignoreIndex, dloss, vectorize,
