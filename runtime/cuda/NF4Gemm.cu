@@ -63,18 +63,30 @@ Expected<float> startFromResidual(const uint16_t *residual, uint16_t *out,
   return 1.0f;
 }
 
+/// What both products do before their GEMMs: check the epilogue, dequantize
+/// W into `scratch`, put cuBLAS on `stream` and start `out` [count] from the
+/// residual. Returns the beta of the base product.
+Expected<float> startProduct(const char *entry, cublasHandle_t blas,
+                             const NF4DeviceWeight &weight, uint16_t *scratch,
+                             uint16_t *out, int64_t count,
+                             const GemmEpilogue &epilogue,
+                             cudaStream_t stream) {
+  if (epilogue.lora)
+    QLORA_RETURN_IF_ERROR(checkLoraTerm(*epilogue.lora, entry));
+  QLORA_RETURN_IF_ERROR(dequantizeNF4(weight, scratch, stream));
+  QLORA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas, stream));
+  return startFromResidual(epilogue.residual, out, count, stream);
+}
+
 } // namespace
 
 Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
                             const NF4DeviceWeight &weight, uint16_t *scratch,
                             uint16_t *y, cudaStream_t stream,
                             const GemmEpilogue &epilogue) {
-  if (epilogue.lora)
-    QLORA_RETURN_IF_ERROR(checkLoraTerm(*epilogue.lora, "nf4MatmulDequantGemm"));
   const int64_t N = weight.rows, K = weight.cols;
-  QLORA_RETURN_IF_ERROR(dequantizeNF4(weight, scratch, stream));
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas, stream));
-  Expected<float> beta = startFromResidual(epilogue.residual, y, M * N, stream);
+  Expected<float> beta = startProduct("nf4MatmulDequantGemm", blas, weight,
+                                      scratch, y, M * N, epilogue, stream);
   if (!beta)
     return beta.error();
   QLORA_RETURN_IF_ERROR(
@@ -164,13 +176,9 @@ Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           const NF4DeviceWeight &weight, uint16_t *scratch,
                           uint16_t *dx, cudaStream_t stream,
                           const GemmEpilogue &epilogue) {
-  if (epilogue.lora)
-    QLORA_RETURN_IF_ERROR(checkLoraTerm(*epilogue.lora, "nf4MatmulGradInput"));
   const int64_t N = weight.rows, K = weight.cols;
-  QLORA_RETURN_IF_ERROR(dequantizeNF4(weight, scratch, stream));
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas, stream));
-  Expected<float> beta =
-      startFromResidual(epilogue.residual, dx, M * K, stream);
+  Expected<float> beta = startProduct("nf4MatmulGradInput", blas, weight,
+                                      scratch, dx, M * K, epilogue, stream);
   if (!beta)
     return beta.error();
   QLORA_RETURN_IF_ERROR(
