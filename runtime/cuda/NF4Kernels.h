@@ -112,6 +112,20 @@ Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
                             uint16_t *y, cudaStream_t stream,
                             const GemmEpilogue &epilogue = {});
 
+/// The large-M forward with the dequantization inside the GEMM's main loop
+/// (Hopper wgmma; the weight is decoded tile by tile into shared memory and
+/// never written out): the measured alternative to nf4MatmulDequantGemm.
+/// bf16 operands (the weight rounded as the reference does), fp32
+/// accumulation. K and the block size must be multiples of 64, x and the
+/// packed codes 16-byte aligned; needs haveFusedNF4Matmul().
+Status nf4MatmulFused(const uint16_t *x, int64_t M,
+                      const NF4DeviceWeight &weight, uint16_t *y,
+                      cudaStream_t stream);
+
+/// Whether nf4MatmulFused can run here: a compute capability 9.0 device and
+/// sm_90a code in this build.
+bool haveFusedNF4Matmul();
+
 /// nf4MatmulDequantGemm with the dequantization hidden behind the GEMM: the
 /// weight is dequantized in `panels` row panels on a side stream while the
 /// GEMM of each panel runs on `stream` as soon as its panel is ready. Not

@@ -302,7 +302,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
 
     // Forward by both strategies where both apply (small M), so that the
     // crossover is measured; then the input gradient.
-    enum class Path { Gemv, SmallM, DequantGemm, Pipelined, GradInput };
+    enum class Path { Gemv, SmallM, DequantGemm, Pipelined, Fused, GradInput };
     struct Row {
       Path path;
       int64_t M;
@@ -319,6 +319,8 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
       rows.push_back({Path::DequantGemm, M});
       if (M >= 256)
         rows.push_back({Path::Pipelined, M});
+      if (M >= 256 && K % 64 == 0 && cuda::haveFusedNF4Matmul())
+        rows.push_back({Path::Fused, M});
     }
     // The input gradient at every M, as the forward (training runs it at
     // large M; small M shows what the dequantization alone costs).
@@ -358,6 +360,9 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
           return cuda::nf4MatmulDequantGemmPipelined(
               blas, input->data(), M, device->view, scratch->data(),
               output->data(), nullptr);
+        case Path::Fused:
+          return cuda::nf4MatmulFused(input->data(), M, device->view,
+                                      output->data(), nullptr);
         case Path::GradInput:
           return cuda::nf4MatmulGradInput(blas, input->data(), M, device->view,
                                           scratch->data(), output->data(),
@@ -375,6 +380,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
           (row.path == Path::Gemv        ? gemv
            : row.path == Path::SmallM    ? " (tensor cores)"
            : row.path == Path::Pipelined ? " (pipelined)"
+           : row.path == Path::Fused     ? " (fused wgmma)"
                                          : " (dequant+GEMM)");
       std::printf("%-12s %-26s %10.1f %8.1f TF/s %12.1f %9.2fx\n",
                   name.c_str(), figure.c_str(), *ours * 1e3,

@@ -185,9 +185,35 @@ TEST_F(CudaNF4, GemvRejectsUnsupportedShapes) {
   EXPECT_NE(status.message().find("got 9"), std::string::npos);
 }
 
+TEST_F(CudaNF4, FusedGemmMatchesTheReference) {
+  if (!haveFusedNF4Matmul())
+    GTEST_SKIP() << "the fused product needs a Hopper GPU and sm_90a code";
+  // Partial tiles in M and N (688 = 5 x 128 + 48), an odd N, several K
+  // steps, and K of one step.
+  for (Shape shape : {Shape{688, 256}, Shape{256, 1024}, Shape{37, 128},
+                      Shape{128, 64}}) {
+    NF4Weight weight = quantized(shape.rows, shape.cols, true);
+    Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+    ASSERT_TRUE(device) << device.message();
+    for (int64_t M : {1, 96, 300}) {
+      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
+      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+      Expected<DeviceBuffer<uint16_t>> dy =
+          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
+      ASSERT_TRUE(dx && dy && dy->poison());
+      ASSERT_TRUE(nf4MatmulFused(dx->data(), M, device->view, dy->data(),
+                                 nullptr));
+      Expected<std::vector<uint16_t>> y = dy->download();
+      ASSERT_TRUE(y) << y.message();
+      EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3)
+          << shape.rows << "x" << shape.cols << " M=" << M;
+    }
+  }
+}
+
 /// Tiling choices and their errors come before any launch, so this runs
 /// without a GPU.
-TEST(CudaNF4Arguments, GemvTilingsAndTheirErrors) {
+TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
   auto names = [](const std::vector<GemvTiling> &tilings) {
     std::string text;
     for (GemvTiling tiling : tilings)
@@ -200,6 +226,14 @@ TEST(CudaNF4Arguments, GemvTilingsAndTheirErrors) {
   NF4DeviceWeight weight;
   weight.rows = 64;
   weight.cols = 64;
+  // The fused product checks its shape before it looks for a GPU.
+  NF4DeviceWeight odd;
+  odd.rows = 64;
+  odd.cols = 96;
+  Status fused = nf4MatmulFused(nullptr, 4, odd, nullptr, nullptr);
+  ASSERT_FALSE(fused);
+  EXPECT_NE(fused.message().find("K = 96"), std::string::npos)
+      << fused.message();
   for (GemvTiling bad : {GemvTiling{3, 4}, GemvTiling{0, 4}, GemvTiling{1, 8},
                          GemvTiling{1, 2}}) {
     Status status = nf4Gemv(nullptr, 2, weight, nullptr, nullptr, bad);
