@@ -54,6 +54,17 @@ __device__ __forceinline__ void loadByteTables(const NF4Tables &tables,
   }
 }
 
+/// The bf16 pair of one packed byte (the high nibble's element in the low
+/// half, as it comes first), each code * absmax rounded to nearest even:
+/// the reference's values for finite block maxima.
+__device__ __forceinline__ uint32_t decodePair(const float2 *byteCodes,
+                                               uint32_t byte, float absmax) {
+  float2 codes = byteCodes[byte];
+  __nv_bfloat162 pair = __floats2bfloat162_rn(__fmul_rn(codes.x, absmax),
+                                              __fmul_rn(codes.y, absmax));
+  return *reinterpret_cast<uint32_t *>(&pair);
+}
+
 /// fp32 block maximum `block`, as dq::dequantizeAbsmax computes it:
 /// map[code] * scale + offset, rounded after each operation.
 __device__ __forceinline__ float blockAbsmax(const NF4DeviceWeight &w,

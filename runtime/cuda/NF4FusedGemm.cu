@@ -25,6 +25,7 @@ namespace qlora::cuda {
 namespace {
 
 using detail::blockAbsmax;
+using detail::decodePair;
 
 constexpr int kTile = 128;  ///< rows of x and of W a CTA owns
 constexpr int kTileK = 64;  ///< K per step: 128 bytes of bf16 a row
@@ -101,15 +102,6 @@ __device__ __forceinline__ void copyAsync(uint32_t address, const void *source,
 }
 __device__ __forceinline__ void copyAsyncWaitAll() {
   asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
-/// The bf16 pair (first element in the low half) of one packed byte.
-__device__ __forceinline__ uint32_t decodePair(const float2 *byteCodes,
-                                               uint32_t byte, float absmax) {
-  float2 codes = byteCodes[byte];
-  __nv_bfloat162 pair = __floats2bfloat162_rn(__fmul_rn(codes.x, absmax),
-                                              __fmul_rn(codes.y, absmax));
-  return *reinterpret_cast<uint32_t *>(&pair);
 }
 
 #endif

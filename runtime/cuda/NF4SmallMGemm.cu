@@ -19,18 +19,10 @@ namespace qlora::cuda {
 namespace {
 
 using detail::blockAbsmax;
+using detail::decodePair;
 
 constexpr int kWarps = 8;
 constexpr int kTileRows = 16;
-
-/// The bf16 pair (first element in the low half) of one packed byte.
-__device__ __forceinline__ uint32_t decodePair(const float2 *byteCodes,
-                                               uint32_t byte, float absmax) {
-  float2 codes = byteCodes[byte];
-  __nv_bfloat162 pair = __floats2bfloat162_rn(__fmul_rn(codes.x, absmax),
-                                              __fmul_rn(codes.y, absmax));
-  return *reinterpret_cast<uint32_t *>(&pair);
-}
 
 __device__ __forceinline__ uint32_t byteOf(uint32_t word, int index) {
   return (word >> (8 * index)) & 0xffu;

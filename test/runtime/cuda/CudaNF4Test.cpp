@@ -17,6 +17,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 #include <random>
 
 namespace qlora::cuda {
@@ -97,6 +99,29 @@ std::vector<double> reference(const NF4Weight &weight,
   return y;
 }
 
+/// A small-M forward product under test: y (=) x[M, K] · Wᵀ.
+using Forward = std::function<Status(const uint16_t *x, uint16_t *y)>;
+
+/// Runs `forward` on fresh random x into a poisoned y and compares with the
+/// float64 reference; `what` names the case in a failure.
+void expectForwardMatches(const NF4Weight &weight, int64_t M,
+                          std::vector<uint16_t> x, const Forward &forward,
+                          const std::string &what) {
+  Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
+  Expected<DeviceBuffer<uint16_t>> dy =
+      DeviceBuffer<uint16_t>::allocate(M * weight.shape[0]);
+  ASSERT_TRUE(dx && dy && dy->poison()) << what;
+  ASSERT_TRUE(forward(dx->data(), dy->data())) << what;
+  Expected<std::vector<uint16_t>> y = dy->download();
+  ASSERT_TRUE(y) << y.message();
+  EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3) << what;
+}
+
+std::string describe(Shape shape, int64_t M) {
+  return std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
+         " M=" + std::to_string(M);
+}
+
 TEST_F(CudaNF4, DequantizingRowRangesMatchesTheWhole) {
   NF4Weight weight = quantized(300, 256, true);
   std::vector<uint16_t> expected(weight.numElements());
@@ -120,27 +145,18 @@ TEST_F(CudaNF4, GemvMatchesTheReference) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
     ASSERT_TRUE(device) << device.message();
-    for (int64_t M : {1, 3, 8}) {
-      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
-      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
-      Expected<DeviceBuffer<uint16_t>> dy =
-          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
-      ASSERT_TRUE(dx);
-      std::vector<double> expected = reference(weight, x, M, false);
-      // Every tiling: 37 rows leave row groups with no row at all, which
-      // must still reach the block barrier of the split-K tilings.
-      for (GemvTiling tiling : gemvTilings(M)) {
-        ASSERT_TRUE(dy && dy->poison());
-        ASSERT_TRUE(nf4Gemv(dx->data(), M, device->view, dy->data(), nullptr,
-                            tiling));
-        Expected<std::vector<uint16_t>> y = dy->download();
-        ASSERT_TRUE(y) << y.message();
-        EXPECT_LT(relativeError(*y, expected), 4e-3)
-            << shape.rows << "x" << shape.cols << " M=" << M << " with "
-            << tiling.warpsPerRow << " warps a row, " << tiling.steps
-            << " steps";
-      }
-    }
+    // Every tiling: 37 rows leave row groups with no row at all, which
+    // must still reach the block barrier of the split-K tilings.
+    for (int64_t M : {1, 3, 8})
+      for (GemvTiling tiling : gemvTilings(M))
+        expectForwardMatches(
+            weight, M, randomBf16(M * shape.cols, 1.0f),
+            [&](const uint16_t *x, uint16_t *y) {
+              return nf4Gemv(x, M, device->view, y, nullptr, tiling);
+            },
+            describe(shape, M) + " with " +
+                std::to_string(tiling.warpsPerRow) + " warps a row, " +
+                std::to_string(tiling.steps) + " steps");
   }
 }
 
@@ -149,19 +165,13 @@ TEST_F(CudaNF4, SmallMTensorCoresMatchTheReference) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
     ASSERT_TRUE(device) << device.message();
-    for (int64_t M : {1, 5, 8, 9, 16}) {
-      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
-      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
-      Expected<DeviceBuffer<uint16_t>> dy =
-          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
-      ASSERT_TRUE(dx && dy && dy->poison());
-      ASSERT_TRUE(
-          nf4MatmulSmallM(dx->data(), M, device->view, dy->data(), nullptr));
-      Expected<std::vector<uint16_t>> y = dy->download();
-      ASSERT_TRUE(y) << y.message();
-      EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3)
-          << shape.rows << "x" << shape.cols << " M=" << M;
-    }
+    for (int64_t M : {1, 5, 8, 9, 16})
+      expectForwardMatches(
+          weight, M, randomBf16(M * shape.cols, 1.0f),
+          [&](const uint16_t *x, uint16_t *y) {
+            return nf4MatmulSmallM(x, M, device->view, y, nullptr);
+          },
+          describe(shape, M));
   }
   NF4Weight odd = quantized(64, 96, true); // K = 96 is not a multiple of 64
   Expected<DeviceNF4> device = DeviceNF4::upload(odd);
@@ -195,19 +205,13 @@ TEST_F(CudaNF4, FusedGemmMatchesTheReference) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
     ASSERT_TRUE(device) << device.message();
-    for (int64_t M : {1, 96, 300}) {
-      std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
-      Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
-      Expected<DeviceBuffer<uint16_t>> dy =
-          DeviceBuffer<uint16_t>::allocate(M * shape.rows);
-      ASSERT_TRUE(dx && dy && dy->poison());
-      ASSERT_TRUE(nf4MatmulFused(dx->data(), M, device->view, dy->data(),
-                                 nullptr));
-      Expected<std::vector<uint16_t>> y = dy->download();
-      ASSERT_TRUE(y) << y.message();
-      EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3)
-          << shape.rows << "x" << shape.cols << " M=" << M;
-    }
+    for (int64_t M : {1, 96, 300})
+      expectForwardMatches(
+          weight, M, randomBf16(M * shape.cols, 1.0f),
+          [&](const uint16_t *x, uint16_t *y) {
+            return nf4MatmulFused(x, M, device->view, y, nullptr);
+          },
+          describe(shape, M));
   }
 }
 
