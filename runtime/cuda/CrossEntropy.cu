@@ -9,9 +9,10 @@
 //  3. one block averages the row losses in a fixed order (fp64).
 // When a row fits in shared memory (vocab 32000: 125 KiB), the first pass
 // keeps it there and the logits are read once; otherwise the second pass
-// reads them again. Nothing else of vocabulary size is materialized. Row sums are fp32 per thread (a few
-// hundred terms) combined in a fixed tree, within fp32 rounding of the CPU's
-// fp64 sums; the row loss itself is formed in fp64 as the CPU does.
+// reads them again. Nothing else of vocabulary size is materialized. Row
+// sums are fp32 per thread (a few hundred terms) combined in a fixed tree,
+// within fp32 rounding of the CPU's fp64 sums; the row loss itself is formed
+// in fp64 as the CPU does.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"

@@ -59,7 +59,16 @@ __device__ __forceinline__ void wgmma64x128x16(float (&d)[64], uint64_t a,
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      "{"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63"
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -270,9 +279,9 @@ Status nf4MatmulFused(const uint16_t *x, int64_t M,
   Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
   if (!prepared)
     return prepared.error().withContext("nf4MatmulFused");
-  QLORA_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(fusedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(kSharedBytes)));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      fusedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      int(kSharedBytes)));
   const dim3 grid(unsigned((N + kTile - 1) / kTile),
                   unsigned((M + kTile - 1) / kTile));
   fusedKernel<<<grid, kThreads, kSharedBytes, stream>>>(

@@ -3,12 +3,13 @@
 // A warp computes kRows output rows: it streams their packed codes once (4
 // bytes a lane a step, coalesced) and multiplies them with the M activation
 // rows, loaded once per step for all kRows rows (they are small and stay in
-// L1/L2). With kWarpsPerRow > 1, that many warps of a block split each row's
-// K range and add their partial sums through shared memory, in warp order
-// (deterministic). Each packed word lies in one quantization block, so the codes are
-// summed against x first and scaled by the block maximum once per word: the
-// weight is used at its exact fp32 value code * absmax (the reference rounds
-// it to bf16 first; the difference is far inside bf16 output rounding).
+// L1/L2). With kWarpsPerRow > 1, that many warps of a block split each
+// row's K range and add their partial sums through shared memory, in warp
+// order (deterministic). Each packed word lies in one quantization block, so
+// the codes are summed against x first and scaled by the block maximum once
+// per word: the weight is used at its exact fp32 value code * absmax (the
+// reference rounds it to bf16 first; the difference is far inside bf16
+// output rounding).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"

@@ -424,7 +424,8 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   Expected<DeviceBuffer<uint16_t>> dg = DeviceBuffer<uint16_t>::upload(g);
   Expected<DeviceBuffer<uint16_t>> dResidual =
       DeviceBuffer<uint16_t>::upload(residual);
-  Expected<DeviceBuffer<uint16_t>> dgx = DeviceBuffer<uint16_t>::allocate(M * K);
+  Expected<DeviceBuffer<uint16_t>> dgx =
+      DeviceBuffer<uint16_t>::allocate(M * K);
   ASSERT_TRUE(dg && dResidual && dgx && dgx->poison() && hidden->poison());
   LoraTerm lora{da->data(), db->data(), rank, scale, nullptr, hidden->data()};
   ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
