@@ -144,6 +144,24 @@ Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           uint16_t *dx, cudaStream_t stream,
                           const GemmEpilogue &epilogue = {});
 
+/// The forward strategies above, for the library's choice among them.
+enum class NF4MatmulPath { Gemv, SmallM, DequantGemm, Fused };
+
+/// The strategy nf4Matmul uses for y = x · Wᵀ with M rows of x, by the
+/// H200 measurements in the README: the CUDA-core GEMV below 4 rows, the
+/// tensor-core small-M kernel up to 16, dequantize + cuBLAS above (and
+/// whenever there is an epilogue, which only that path applies). A path
+/// whose shape conditions fail falls through to the next. The fused
+/// kernel is not chosen until it is measured to win.
+NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
+                                  const GemmEpilogue &epilogue = {});
+
+/// y = x · Wᵀ (+ epilogue) by chooseNF4MatmulPath's strategy. `scratch`
+/// (rows*cols bf16) is used only by dequantize + cuBLAS, `blas` likewise.
+Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
+                 const NF4DeviceWeight &weight, uint16_t *scratch, uint16_t *y,
+                 cudaStream_t stream, const GemmEpilogue &epilogue = {});
+
 /// Whether a CUDA device is present (tests and tools skip without one).
 bool haveCudaDevice();
 

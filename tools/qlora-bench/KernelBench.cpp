@@ -258,7 +258,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
     return makeError("cublasCreate failed");
   std::mt19937_64 random(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const std::vector<int64_t> ms = {1, 4, 8, 16, 256, 4096, 8192};
+  const std::vector<int64_t> ms = {1, 2, 4, 8, 16, 256, 4096, 8192};
   int64_t maxM = *std::max_element(ms.begin(), ms.end());
 
   std::printf("\n%-12s %-26s %10s %12s %12s %10s\n", "shape NxK", "figure",

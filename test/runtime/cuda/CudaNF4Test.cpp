@@ -215,8 +215,56 @@ TEST_F(CudaNF4, FusedGemmMatchesTheReference) {
   }
 }
 
+TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
+  cublasHandle_t blas;
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  for (Shape shape : {Shape{688, 256}, Shape{96, 520}}) {
+    NF4Weight weight = quantized(shape.rows, shape.cols, true);
+    Expected<DeviceNF4> device = DeviceNF4::upload(weight);
+    Expected<DeviceBuffer<uint16_t>> scratch =
+        DeviceBuffer<uint16_t>::allocate(weight.numElements());
+    ASSERT_TRUE(device && scratch);
+    for (int64_t M : {1, 3, 4, 9, 16, 17, 96})
+      expectForwardMatches(
+          weight, M, randomBf16(M * shape.cols, 1.0f),
+          [&](const uint16_t *x, uint16_t *y) {
+            return nf4Matmul(blas, x, M, device->view, scratch->data(), y,
+                             nullptr);
+          },
+          describe(shape, M));
+  }
+  cublasDestroy(blas);
+}
+
 /// Tiling choices and their errors come before any launch, so this runs
 /// without a GPU.
+/// The shape classes of nf4Matmul, decided without a GPU.
+TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
+  NF4DeviceWeight weight;
+  weight.rows = 4096;
+  weight.cols = 4096;
+  EXPECT_EQ(chooseNF4MatmulPath(1, weight), NF4MatmulPath::Gemv);
+  EXPECT_EQ(chooseNF4MatmulPath(3, weight), NF4MatmulPath::Gemv);
+  EXPECT_EQ(chooseNF4MatmulPath(4, weight), NF4MatmulPath::SmallM);
+  EXPECT_EQ(chooseNF4MatmulPath(16, weight), NF4MatmulPath::SmallM);
+  EXPECT_EQ(chooseNF4MatmulPath(17, weight), NF4MatmulPath::DequantGemm);
+  // Only dequantize + cuBLAS applies epilogues.
+  uint16_t residual = 0;
+  EXPECT_EQ(chooseNF4MatmulPath(1, weight, GemmEpilogue{&residual, nullptr}),
+            NF4MatmulPath::DequantGemm);
+  // K = 520 is not a multiple of 64: no tensor-core kernel, the GEMV up to
+  // M = 8.
+  weight.cols = 520;
+  EXPECT_EQ(chooseNF4MatmulPath(5, weight), NF4MatmulPath::Gemv);
+  EXPECT_EQ(chooseNF4MatmulPath(9, weight), NF4MatmulPath::DequantGemm);
+  // Without a handle the cuBLAS path is a clear error.
+  Status status =
+      nf4Matmul(nullptr, nullptr, 40, weight, nullptr, nullptr, nullptr);
+  ASSERT_FALSE(status);
+  EXPECT_NE(status.message().find("needs a cuBLAS handle"), std::string::npos)
+      << status.message();
+}
+
 TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
   auto names = [](const std::vector<GemvTiling> &tilings) {
     std::string text;
