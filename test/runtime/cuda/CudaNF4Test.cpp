@@ -32,6 +32,16 @@ protected:
     if (!haveCudaDevice())
       GTEST_SKIP() << "no CUDA device";
   }
+  void TearDown() override {
+    if (blas_)
+      cublasDestroy(blas_);
+  }
+  /// A cuBLAS handle for the test, made on first use.
+  cublasHandle_t blas() {
+    if (!blas_)
+      EXPECT_EQ(cublasCreate(&blas_), CUBLAS_STATUS_SUCCESS);
+    return blas_;
+  }
   static std::mt19937_64 &random() {
     static std::mt19937_64 engine(std::random_device{}());
     return engine;
@@ -50,6 +60,9 @@ protected:
     EXPECT_TRUE(weight) << weight.message();
     return weight.take();
   }
+
+private:
+  cublasHandle_t blas_ = nullptr;
 };
 
 struct Shape {
@@ -216,8 +229,6 @@ TEST_F(CudaNF4, FusedGemmMatchesTheReference) {
 }
 
 TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
-  cublasHandle_t blas;
-  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
   for (Shape shape : {Shape{688, 256}, Shape{96, 520}}) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
@@ -228,12 +239,11 @@ TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
       expectForwardMatches(
           weight, M, randomBf16(M * shape.cols, 1.0f),
           [&](const uint16_t *x, uint16_t *y) {
-            return nf4Matmul(blas, x, M, device->view, scratch->data(), y,
+            return nf4Matmul(blas(), x, M, device->view, scratch->data(), y,
                              nullptr);
           },
           describe(shape, M));
   }
-  cublasDestroy(blas);
 }
 
 /// Tiling choices and their errors come before any launch, so this runs
@@ -300,8 +310,6 @@ TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
 }
 
 TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
-  cublasHandle_t blas;
-  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
   for (Shape shape : {Shape{1024, 512}, Shape{688, 256}}) {
     NF4Weight weight = quantized(shape.rows, shape.cols, true);
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
@@ -314,7 +322,7 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
     Expected<DeviceBuffer<uint16_t>> dy =
         DeviceBuffer<uint16_t>::allocate(M * shape.rows);
     ASSERT_TRUE(dx && dy && dy->poison());
-    ASSERT_TRUE(nf4MatmulDequantGemm(blas, dx->data(), M, device->view,
+    ASSERT_TRUE(nf4MatmulDequantGemm(blas(), dx->data(), M, device->view,
                                      scratch->data(), dy->data(), nullptr));
     Expected<std::vector<uint16_t>> y = dy->download();
     ASSERT_TRUE(y);
@@ -325,7 +333,7 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
     // the narrower panels, so the bits may differ).
     ASSERT_TRUE(dy->poison());
     ASSERT_TRUE(scratch->poison());
-    ASSERT_TRUE(nf4MatmulDequantGemmPipelined(blas, dx->data(), M,
+    ASSERT_TRUE(nf4MatmulDequantGemmPipelined(blas(), dx->data(), M,
                                               device->view, scratch->data(),
                                               dy->data(), nullptr, 3));
     Expected<std::vector<uint16_t>> pipelined = dy->download();
@@ -337,13 +345,12 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
     Expected<DeviceBuffer<uint16_t>> dgx =
         DeviceBuffer<uint16_t>::allocate(M * shape.cols);
     ASSERT_TRUE(dg && dgx && dgx->poison());
-    ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
+    ASSERT_TRUE(nf4MatmulGradInput(blas(), dg->data(), M, device->view,
                                    scratch->data(), dgx->data(), nullptr));
     Expected<std::vector<uint16_t>> gx = dgx->download();
     ASSERT_TRUE(gx);
     EXPECT_LT(relativeError(*gx, reference(weight, g, M, true)), 4e-3);
   }
-  cublasDestroy(blas);
 }
 
 /// Dense products in float64 on row-major operands: out[m, n] =
@@ -415,8 +422,6 @@ void expectMatches(const DeviceBuffer<uint16_t> &out,
 }
 
 TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
-  cublasHandle_t blas;
-  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
   const int64_t N = 688, K = 256, M = 96, rank = 8;
   NF4Weight weight = quantized(N, K, true);
   std::vector<uint16_t> dequantized(N * K);
@@ -458,7 +463,7 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
     LoraTerm lora{da->data(), db->data(), rank, scale,
                   inPlace ? nullptr : dBranch->data(), hidden->data()};
     GemmEpilogue epilogue{inPlace ? dy->data() : dResidual->data(), &lora};
-    ASSERT_TRUE(nf4MatmulDequantGemm(blas, dx->data(), M, device->view,
+    ASSERT_TRUE(nf4MatmulDequantGemm(blas(), dx->data(), M, device->view,
                                      scratch->data(), dy->data(), nullptr,
                                      epilogue));
     expectMatches(*dy, *hidden,
@@ -476,7 +481,7 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
       DeviceBuffer<uint16_t>::allocate(M * K);
   ASSERT_TRUE(dg && dResidual && dgx && dgx->poison() && hidden->poison());
   LoraTerm lora{da->data(), db->data(), rank, scale, nullptr, hidden->data()};
-  ASSERT_TRUE(nf4MatmulGradInput(blas, dg->data(), M, device->view,
+  ASSERT_TRUE(nf4MatmulGradInput(blas(), dg->data(), M, device->view,
                                  scratch->data(), dgx->data(), nullptr,
                                  GemmEpilogue{dResidual->data(), &lora}));
   expectMatches(*dgx, *hidden,
@@ -485,13 +490,12 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
 
   // An incomplete LoRA term is an error, before any work is queued.
   LoraTerm missing{da->data(), nullptr, 0, scale, nullptr, hidden->data()};
-  Status status = nf4MatmulDequantGemm(blas, dg->data(), M, device->view,
+  Status status = nf4MatmulDequantGemm(blas(), dg->data(), M, device->view,
                                        scratch->data(), dgx->data(), nullptr,
                                        GemmEpilogue{nullptr, &missing});
   ASSERT_FALSE(status);
   EXPECT_NE(status.message().find("rank 0, no lora_B"), std::string::npos)
       << status.message();
-  cublasDestroy(blas);
 }
 
 } // namespace
