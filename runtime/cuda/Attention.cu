@@ -36,6 +36,7 @@
 // zeros (cp.async with a zero source size) so that nothing reads garbage.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/cuda/AsyncCopy.cuh"
 #include "runtime/cuda/AttentionKernels.h"
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
@@ -47,8 +48,12 @@
 namespace qlora::cuda {
 namespace {
 
+using detail::cpAsync16;
+using detail::cpAsyncCommit;
+using detail::cpAsyncWait;
 using detail::pack8;
 using detail::packBf16;
+using detail::sharedAddress;
 using detail::unpack8;
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -57,29 +62,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 //===----------------------------------------------------------------------===//
 // PTX wrappers
 //===----------------------------------------------------------------------===//
-
-__device__ __forceinline__ uint32_t sharedAddress(const void *pointer) {
-  return uint32_t(__cvta_generic_to_shared(pointer));
-}
-
-/// 16 bytes global -> shared, asynchronously; zeros when !valid (then no
-/// byte of `src` is read).
-__device__ __forceinline__ void cpAsync16(void *dst, const void *src,
-                                          bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   sharedAddress(dst)),
-               "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
-}
-
-__device__ __forceinline__ void cpAsyncCommit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-/// Waits until at most N of this thread's committed groups are in flight.
-template <int N> __device__ __forceinline__ void cpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 /// Four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix
 /// l / 8 and receives row l / 4, columns 2 (l % 4) and +1 of each.

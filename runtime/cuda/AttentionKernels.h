@@ -67,10 +67,9 @@ int64_t attentionBackwardSplits(int64_t batch, int64_t seq, int64_t heads,
 /// CTAs, the group's query heads are split over several CTAs whose fp32
 /// partial dk and dv a fifth launch adds in a fixed order (`splits`: 0 for
 /// attentionBackwardSplits(), else a divisor of heads / kvHeads; the
-/// scratch must be sized for the same value). dk and dv are
-/// deterministic; dq is
-/// not bit-for-bit reproducible, since the order of the atomic fp32 additions
-/// varies. `scratch` is device memory of attentionBackwardScratchBytes(),
+/// scratch must be sized for the same value). dk and dv are deterministic;
+/// dq is not bit-for-bit reproducible, since the order of the atomic fp32
+/// additions varies. `scratch` is device memory of attentionBackwardScratchBytes(),
 /// 16-byte aligned; its contents on entry do not matter.
 Status attentionBackward(const uint16_t *q, const uint16_t *k,
                          const uint16_t *v, const uint16_t *out,

@@ -16,6 +16,7 @@
 // does, accumulation is fp32, y is rounded once.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/cuda/AsyncCopy.cuh"
 #include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/NF4Device.cuh"
 
@@ -25,7 +26,11 @@ namespace qlora::cuda {
 namespace {
 
 using detail::blockAbsmax;
+using detail::cpAsync16;
+using detail::cpAsyncCommit;
+using detail::cpAsyncWait;
 using detail::decodePair;
+using detail::sharedAddress;
 
 constexpr int kTile = 128;  ///< rows of x and of W a CTA owns
 constexpr int kTileK = 64;  ///< K per step: 128 bytes of bf16 a row
@@ -102,17 +107,6 @@ __device__ __forceinline__ void fenceProxyAsync() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-/// 16 bytes from `source` to shared `address`, or zeros when !valid.
-__device__ __forceinline__ void copyAsync(uint32_t address, const void *source,
-                                          bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address),
-               "l"(source), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void copyAsyncWaitAll() {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
 #endif
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -126,12 +120,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ uint8_t dynamicShared[];
   detail::loadByteTables(tables, byteCodes, dynamicMap);
 
-  // Tiles as shared-state-space addresses (for cp.async and descriptors)
-  // from a 1024-byte aligned base, and that base as a pointer (for stores).
-  const uint32_t rawBase = uint32_t(__cvta_generic_to_shared(dynamicShared));
-  const uint32_t sharedBase = (rawBase + 1023u) & ~1023u;
-  uint8_t *alignedShared = dynamicShared + (sharedBase - rawBase);
-  auto xTile = [&](int stage) { return sharedBase + stage * 2 * kTileBytes; };
+  // The tiles, from the first 1024-byte boundary of the dynamic memory.
+  uint8_t *tiles =
+      dynamicShared + ((1024u - sharedAddress(dynamicShared)) & 1023u);
+  auto xTile = [&](int stage) { return tiles + stage * 2 * kTileBytes; };
   auto wTile = [&](int stage) { return xTile(stage) + kTileBytes; };
 
   const int64_t N = w.rows, K = w.cols;
@@ -153,8 +145,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const bool valid = tileM + row < M;
       const uint16_t *source = x + (valid ? (tileM + row) * K : 0) + k0 +
                                chunk * 8;
-      copyAsync(xTile(stage) + swizzled(row, chunk), source, valid);
+      cpAsync16(xTile(stage) + swizzled(row, chunk), source, valid);
     }
+    cpAsyncCommit();
     // W: 16 packed bytes -> 32 bf16 = 4 chunks.
     uint4 packed = make_uint4(0x77777777u, 0x77777777u, 0x77777777u,
                               0x77777777u); // code 7 is 0.0
@@ -165,7 +158,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       absmax = blockAbsmax(w, element >> w.blockShift, dynamicMap);
     }
     const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
-    uint8_t *tile = alignedShared + (wTile(stage) - sharedBase);
+    uint8_t *tile = wTile(stage);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       uint4 out;
@@ -179,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   __syncthreads(); // the byte tables
   loadStep(0, 0);
-  copyAsyncWaitAll();
+  cpAsyncWait<0>();
   fenceProxyAsync();
   __syncthreads();
 
@@ -194,9 +187,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int ks = 0; ks < kTileK / 16; ++ks) {
       // Each 16-wide K slice is 32 bytes further into the swizzled rows.
-      const uint64_t a =
-          descriptor(xTile(stage) + warpgroup * 64 * 128 + ks * 32);
-      const uint64_t b = descriptor(wTile(stage) + ks * 32);
+      const uint64_t a = descriptor(sharedAddress(xTile(stage)) +
+                                    warpgroup * 64 * 128 + ks * 32);
+      const uint64_t b = descriptor(sharedAddress(wTile(stage)) + ks * 32);
       wgmma64x128x16(acc, a, b, (step > 0 || ks > 0) ? 1 : 0);
     }
     wgmmaCommit();
@@ -206,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmmaWait<1>();
       __syncthreads();
       loadStep(step + 1, stage ^ 1);
-      copyAsyncWaitAll();
+      cpAsyncWait<0>();
       fenceProxyAsync();
       __syncthreads();
     }
