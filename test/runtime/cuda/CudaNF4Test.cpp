@@ -26,15 +26,14 @@ namespace {
 
 using testing::relativeError;
 
-class CudaNF4 : public ::testing::Test {
+/// Fresh random inputs each run (the seed printed on failure), and a cuBLAS
+/// handle for the tests that need one.
+class CudaNF4 : public testing::SeededGpuTest {
 protected:
-  void SetUp() override {
-    if (!haveCudaDevice())
-      GTEST_SKIP() << "no CUDA device";
-  }
   void TearDown() override {
     if (blas_)
       cublasDestroy(blas_);
+    SeededGpuTest::TearDown();
   }
   /// A cuBLAS handle for the test, made on first use.
   cublasHandle_t blas() {
@@ -42,19 +41,8 @@ protected:
       EXPECT_EQ(cublasCreate(&blas_), CUBLAS_STATUS_SUCCESS);
     return blas_;
   }
-  static std::mt19937_64 &random() {
-    static std::mt19937_64 engine(std::random_device{}());
-    return engine;
-  }
-  static std::vector<uint16_t> randomBf16(int64_t n, float scale) {
-    std::normal_distribution<float> normal(0.0f, scale);
-    std::vector<uint16_t> values(n);
-    for (uint16_t &value : values)
-      value = floatToBf16(normal(random()));
-    return values;
-  }
-  static NF4Weight quantized(int64_t rows, int64_t cols, bool doubleQuant) {
-    std::vector<uint16_t> values = randomBf16(rows * cols, 0.02f);
+  NF4Weight quantized(int64_t rows, int64_t cols, bool doubleQuant) {
+    std::vector<uint16_t> values = randomBf16(rows * cols, 0.0f, 0.02f);
     Expected<NF4Weight> weight = quantizeWeight(
         values.data(), ElementType::BF16, {rows, cols}, 64, doubleQuant);
     EXPECT_TRUE(weight) << weight.message();
@@ -163,7 +151,7 @@ TEST_F(CudaNF4, GemvMatchesTheReference) {
     for (int64_t M : {1, 3, 8})
       for (GemvTiling tiling : gemvTilings(M))
         expectForwardMatches(
-            weight, M, randomBf16(M * shape.cols, 1.0f),
+            weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
             [&](const uint16_t *x, uint16_t *y) {
               return nf4Gemv(x, M, device->view, y, nullptr, tiling);
             },
@@ -180,7 +168,7 @@ TEST_F(CudaNF4, SmallMTensorCoresMatchTheReference) {
     ASSERT_TRUE(device) << device.message();
     for (int64_t M : {1, 5, 8, 9, 16})
       expectForwardMatches(
-          weight, M, randomBf16(M * shape.cols, 1.0f),
+          weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
           [&](const uint16_t *x, uint16_t *y) {
             return nf4MatmulSmallM(x, M, device->view, y, nullptr);
           },
@@ -220,7 +208,7 @@ TEST_F(CudaNF4, FusedGemmMatchesTheReference) {
     ASSERT_TRUE(device) << device.message();
     for (int64_t M : {1, 96, 300})
       expectForwardMatches(
-          weight, M, randomBf16(M * shape.cols, 1.0f),
+          weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
           [&](const uint16_t *x, uint16_t *y) {
             return nf4MatmulFused(x, M, device->view, y, nullptr);
           },
@@ -237,7 +225,7 @@ TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
     ASSERT_TRUE(device && scratch);
     for (int64_t M : {1, 3, 4, 9, 16, 17, 96})
       expectForwardMatches(
-          weight, M, randomBf16(M * shape.cols, 1.0f),
+          weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
           [&](const uint16_t *x, uint16_t *y) {
             return nf4Matmul(blas(), x, M, device->view, scratch->data(), y,
                              nullptr);
@@ -317,7 +305,7 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
         DeviceBuffer<uint16_t>::allocate(weight.numElements());
     ASSERT_TRUE(device && scratch);
     const int64_t M = 96;
-    std::vector<uint16_t> x = randomBf16(M * shape.cols, 1.0f);
+    std::vector<uint16_t> x = randomBf16(M * shape.cols, 0.0f, 1.0f);
     Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
     Expected<DeviceBuffer<uint16_t>> dy =
         DeviceBuffer<uint16_t>::allocate(M * shape.rows);
@@ -340,7 +328,7 @@ TEST_F(CudaNF4, DequantGemmForwardAndInputGradient) {
     ASSERT_TRUE(pipelined);
     EXPECT_LT(relativeError(*pipelined, expected), 4e-3);
 
-    std::vector<uint16_t> g = randomBf16(M * shape.rows, 1.0f);
+    std::vector<uint16_t> g = randomBf16(M * shape.rows, 0.0f, 1.0f);
     Expected<DeviceBuffer<uint16_t>> dg = DeviceBuffer<uint16_t>::upload(g);
     Expected<DeviceBuffer<uint16_t>> dgx =
         DeviceBuffer<uint16_t>::allocate(M * shape.cols);
@@ -429,8 +417,8 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   const std::vector<double> w = toDouble(dequantized);
   // Sizes chosen so that the base product, the residual and the LoRA term
   // are all of the same order: a dropped term fails the bound.
-  std::vector<uint16_t> a = randomBf16(rank * K, 0.05f),
-                        b = randomBf16(N * rank, 0.05f);
+  std::vector<uint16_t> a = randomBf16(rank * K, 0.0f, 0.05f),
+                        b = randomBf16(N * rank, 0.0f, 0.05f);
   const float scale = 2.0f;
   Expected<DeviceNF4> device = DeviceNF4::upload(weight);
   Expected<DeviceBuffer<uint16_t>> scratch =
@@ -446,9 +434,9 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   // reads the product's input.
   for (bool inPlace : {false, true}) {
     SCOPED_TRACE(inPlace ? "in place" : "separate residual");
-    std::vector<uint16_t> x = randomBf16(M * K, 1.0f),
-                          branchInput = randomBf16(M * K, 1.0f),
-                          residual = randomBf16(M * N, 0.3f);
+    std::vector<uint16_t> x = randomBf16(M * K, 0.0f, 1.0f),
+                          branchInput = randomBf16(M * K, 0.0f, 1.0f),
+                          residual = randomBf16(M * N, 0.0f, 0.3f);
     Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
     Expected<DeviceBuffer<uint16_t>> dBranch =
         DeviceBuffer<uint16_t>::upload(branchInput);
@@ -472,8 +460,8 @@ TEST_F(CudaNF4, DequantGemmEpiloguesAddTheResidualAndTheLoraTerm) {
   }
 
   // The input gradient: dX = residual + dY·W + scale·(dY·B)·A.
-  std::vector<uint16_t> g = randomBf16(M * N, 1.0f),
-                        residual = randomBf16(M * K, 0.3f);
+  std::vector<uint16_t> g = randomBf16(M * N, 0.0f, 1.0f),
+                        residual = randomBf16(M * K, 0.0f, 0.3f);
   Expected<DeviceBuffer<uint16_t>> dg = DeviceBuffer<uint16_t>::upload(g);
   Expected<DeviceBuffer<uint16_t>> dResidual =
       DeviceBuffer<uint16_t>::upload(residual);
