@@ -144,15 +144,15 @@ Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           uint16_t *dx, cudaStream_t stream,
                           const GemmEpilogue &epilogue = {});
 
-/// The forward strategies above, for the library's choice among them.
-enum class NF4MatmulPath { Gemv, SmallM, DequantGemm, Fused };
+/// The forward strategies above that the library chooses among (the fused
+/// kernel joins when it is measured to win).
+enum class NF4MatmulPath { Gemv, SmallM, DequantGemm };
 
 /// The strategy nf4Matmul uses for y = x · Wᵀ with M rows of x, by the
 /// H200 measurements in the README: the CUDA-core GEMV below 4 rows, the
 /// tensor-core small-M kernel up to 16, dequantize + cuBLAS above (and
 /// whenever there is an epilogue, which only that path applies). A path
-/// whose shape conditions fail falls through to the next. The fused
-/// kernel is not chosen until it is measured to win.
+/// whose shape conditions fail falls through to the next.
 NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
                                   const GemmEpilogue &epilogue = {});
 

@@ -35,8 +35,6 @@ Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
     return nf4Gemv(x, M, weight, y, stream);
   case NF4MatmulPath::SmallM:
     return nf4MatmulSmallM(x, M, weight, y, stream);
-  case NF4MatmulPath::Fused:
-    return nf4MatmulFused(x, M, weight, y, stream);
   case NF4MatmulPath::DequantGemm:
     break;
   }
