@@ -8,7 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "KernelBench.h"
-#include "L2Flush.h"
+#include "Timer.h"
 
 #include "runtime/BnbFormat.h"
 #include "runtime/Float16.h"
@@ -23,6 +23,8 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <optional>
+#include <string>
 #include <cmath>
 #include <random>
 
@@ -31,32 +33,6 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::DeviceNF4;
-
-/// Median milliseconds of `body` over `repeats` timed runs after 3 warm-ups,
-/// each preceded by an L2 flush (L2Flush.h: which kind, and why it matters).
-Expected<double> timeMs(int repeats, const L2Flush &flush,
-                        const std::function<Status()> &body) {
-  cudaEvent_t start, stop;
-  QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i)
-    QLORA_RETURN_IF_ERROR(body());
-  std::vector<double> times;
-  for (int i = 0; i < repeats; ++i) {
-    QLORA_RETURN_IF_ERROR(flush.run());
-    QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
-    QLORA_RETURN_IF_ERROR(body());
-    QLORA_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
-    QLORA_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    QLORA_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 Status cublasBf16(cublasHandle_t blas, bool gradInput, int64_t M, int64_t N,
                   int64_t K, const uint16_t *w, const uint16_t *in,
@@ -80,7 +56,8 @@ using namespace ::qlora::cuda;
 /// Elementwise kernels against the copy bandwidth measured in the same run,
 /// and attention in TFLOP/s, at the Llama-7B training shape: 4 x 2048
 /// tokens, hidden 4096, MLP 11008, 32 heads of 128, vocab 32000.
-Status benchTrainingKernels(int repeats, const L2Flush &flush) {
+Status benchTrainingKernels(int repeats, const Timer &timer) {
+  cudaStream_t stream = timer.stream();
   const int64_t batch = 4, seq = 2048, tokens = batch * seq;
   const int64_t hidden = 4096, mlp = 11008, heads = 32, headDim = 128;
   const int64_t vocab = 32000, lossRows = 2048;
@@ -118,11 +95,12 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
       return s;
   QLORA_CUDA_RETURN_IF_ERROR(
       cudaMemset(logits->data(), 0, lossRows * vocab * sizeof(float)));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
 
   const size_t copyBytes = size_t(tokens * mlp * 2);
-  Expected<double> copy = timeMs(repeats, flush, [&]() -> Status {
+  Expected<double> copy = timer.afterFlush(repeats, [&]() -> Status {
     QLORA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-        d->data(), a->data(), copyBytes, cudaMemcpyDeviceToDevice));
+        d->data(), a->data(), copyBytes, cudaMemcpyDeviceToDevice, stream));
     return Status::ok();
   });
   if (!copy)
@@ -143,44 +121,44 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
       {"rms_norm forward (hidden 4096)", 2 * activation,
        [&] {
          return rmsNormForward(a->data(), norm->data(), tokens, hidden, 1e-5f,
-                               d->data(), rstd->data(), nullptr);
+                               d->data(), rstd->data(), stream);
        }},
       {"rms_norm backward", 3 * activation,
        [&] {
          return rmsNormBackward(a->data(), norm->data(), b->data(),
                                 rstd->data(), tokens, hidden, d->data(),
-                                nullptr);
+                                stream);
        }},
       {"rope forward (32 x 128)", 2 * activation,
        [&] {
          return ropeForward(a->data(), batch, seq, heads, headDim, 10000.0f,
-                            d->data(), nullptr);
+                            d->data(), stream);
        }},
       {"rope backward", 2 * activation,
        [&] {
          return ropeBackward(a->data(), batch, seq, heads, headDim, 10000.0f,
-                             d->data(), nullptr);
+                             d->data(), stream);
        }},
       {"swiglu forward (MLP 11008)", 3 * wide,
        [&] {
          return swigluForward(a->data(), b->data(), tokens * mlp, d->data(),
-                              nullptr);
+                              stream);
        }},
       {"swiglu backward", 5 * wide,
        [&] {
          return swigluBackward(a->data(), b->data(), c->data(), tokens * mlp,
-                               d->data(), e->data(), nullptr);
+                               d->data(), e->data(), stream);
        }},
       {"cross-entropy fwd+bwd (fp32, 32000)", 2.0 * lossRows * vocab * 4,
        [&] {
          return crossEntropyAsync(logits->data(), labels->data(), lossRows,
                                   vocab, -100, 1.0f, logits->data(),
                                   rowLoss->data(), loss->data(),
-                                  status->data(), nullptr);
+                                  status->data(), stream);
        }},
   };
   for (Figure &figure : figures) {
-    Expected<double> ms = timeMs(repeats, flush, figure.body);
+    Expected<double> ms = timer.afterFlush(repeats, figure.body);
     if (!ms)
       return ms.error();
     double rate = figure.bytes / (*ms * 1e-3) / 1e9;
@@ -200,14 +178,14 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
   uint16_t *out = c->data(), *dq = d->data(), *dk = e->data(),
            *dv = e->data() + attnTokens;
   const float scale = 1.0f / std::sqrt(float(headDim));
-  Expected<double> forward = timeMs(repeats, flush, [&] {
+  Expected<double> forward = timer.afterFlush(repeats, [&] {
     return attentionForward(q, k, v, 1, seq, heads, heads, headDim, scale, out,
-                            lse->data(), nullptr);
+                            lse->data(), stream);
   });
-  Expected<double> backward = timeMs(repeats, flush, [&] {
+  Expected<double> backward = timer.afterFlush(repeats, [&] {
     return attentionBackward(q, k, v, out, lse->data(), dout, 1, seq, heads,
                              heads, headDim, scale, scratch->data(), dq, dk,
-                             dv, nullptr);
+                             dv, stream);
   });
   if (!forward || !backward)
     return forward ? backward.error() : forward.error();
@@ -221,11 +199,11 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
   // The backward's out and lse from this GQA forward, untimed.
   QLORA_RETURN_IF_ERROR(attentionForward(q, k, v, 1, seq, heads, kvHeads,
                                          headDim, scale, out, lse->data(),
-                                         nullptr));
-  Expected<double> gqaBackward = timeMs(repeats, flush, [&] {
+                                         stream));
+  Expected<double> gqaBackward = timer.afterFlush(repeats, [&] {
     return attentionBackward(q, k, v, out, lse->data(), dout, 1, seq, heads,
                              kvHeads, headDim, scale, gqaScratch->data(), dq,
-                             dk, dv, nullptr);
+                             dk, dv, stream);
   });
   if (!gqaBackward)
     return gqaBackward.error();
@@ -242,27 +220,105 @@ Status benchTrainingKernels(int repeats, const L2Flush &flush) {
   return Status::ok();
 }
 
+/// The NF4 products we time, and what they compare against.
+enum class Path { Gemv, SmallM, DequantGemm, Pipelined, Fused, GradInput };
+
+struct Row {
+  Path path;
+  int64_t M;
+  cuda::GemvTiling tiling = {};
+};
+
+std::string figureName(const Row &row) {
+  bool gradInput = row.path == Path::GradInput;
+  std::string gemv = " (GEMV " + std::to_string(row.tiling.warpsPerRow) +
+                     "w" + std::to_string(row.tiling.steps) + "s)";
+  return std::string(gradInput ? "dX  " : "fwd ") +
+         "M=" + std::to_string(row.M) +
+         (row.path == Path::Gemv        ? gemv
+          : row.path == Path::SmallM    ? " (tensor cores)"
+          : row.path == Path::Pipelined ? " (pipelined)"
+          : row.path == Path::Fused     ? " (fused wgmma)"
+                                        : " (dequant+GEMM)");
+}
+
+/// Every product of one weight shape at each M: every GEMV tiling and the
+/// small-M tensor-core kernel where they apply (so that the crossover is
+/// measured), dequant+GEMM and its alternatives, then the input gradient.
+std::vector<Row> rowsFor(const std::vector<int64_t> &ms, int64_t K) {
+  std::vector<Row> rows;
+  for (int64_t M : ms) {
+    if (M <= 8)
+      for (cuda::GemvTiling tiling : cuda::gemvTilings(M))
+        rows.push_back({Path::Gemv, M, tiling});
+    if (M <= 16 && K % 64 == 0)
+      rows.push_back({Path::SmallM, M});
+    rows.push_back({Path::DequantGemm, M});
+    if (M >= 256)
+      rows.push_back({Path::Pipelined, M});
+    if (M >= 256 && K % 64 == 0 && cuda::haveFusedNF4Matmul())
+      rows.push_back({Path::Fused, M});
+  }
+  // The input gradient at every M, as the forward (training runs it at
+  // large M; small M shows what the dequantization alone costs).
+  for (int64_t M : ms)
+    rows.push_back({Path::GradInput, M});
+  return rows;
+}
+
+/// Products up to this M are also timed back to back over weight copies:
+/// they are the decoding shapes, a few microseconds each.
+constexpr int64_t kBackToBackMaxM = 16;
+/// Runs in one back-to-back graph (rounded up to whole rounds of copies).
+constexpr int kBackToBackRuns = 32;
+
+std::string formatUs(std::optional<double> ms) {
+  char text[32];
+  if (!ms)
+    return "-";
+  std::snprintf(text, sizeof(text), "%.1f", *ms * 1e3);
+  return text;
+}
+
+std::string formatRatio(std::optional<double> reference,
+                        std::optional<double> ours) {
+  char text[32];
+  if (!reference || !ours)
+    return "-";
+  std::snprintf(text, sizeof(text), "%.2fx", *reference / *ours);
+  return text;
+}
+
 Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
            L2Flush::Mode flushMode) {
   cudaDeviceProp properties;
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, 0));
-  std::printf("GPU kernels on %s (%d SMs), median of %d runs, each after a "
-              "%s L2 flush; beside bf16 cuBLAS in the same run\n",
-              properties.name, properties.multiProcessorCount, repeats,
-              L2Flush::name(flushMode));
-  Expected<L2Flush> flush = L2Flush::create(flushMode);
-  if (!flush)
-    return flush.error();
+  Expected<Timer> timer = Timer::create(flushMode);
+  if (!timer)
+    return timer.error();
+  cudaStream_t stream = timer->stream();
+  std::printf(
+      "GPU kernels on %s (%d SMs), median of %d runs; beside bf16 cuBLAS in "
+      "the same run\n"
+      "  once: one run after a %s L2 flush, between two events\n"
+      "  b2b:  back to back in a CUDA graph, each run over the next of "
+      "enough weight copies\n        to exceed the L2 twice (the steady "
+      "cost per layer in decoding)\n",
+      properties.name, properties.multiProcessorCount, repeats,
+      L2Flush::name(flushMode));
   cublasHandle_t blas;
   if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS)
     return makeError("cublasCreate failed");
+  if (cublasSetStream(blas, stream) != CUBLAS_STATUS_SUCCESS)
+    return makeError("cublasSetStream failed");
   std::mt19937_64 random(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const std::vector<int64_t> ms = {1, 2, 4, 8, 16, 256, 4096, 8192};
   int64_t maxM = *std::max_element(ms.begin(), ms.end());
 
-  std::printf("\n%-12s %-26s %10s %12s %12s %10s\n", "shape NxK", "figure",
-              "ours us", "ours", "cuBLAS us", "ratio");
+  std::printf("\n%-12s %-24s %9s %11s %9s %7s %9s %9s %7s\n", "shape NxK",
+              "figure", "once us", "once", "cuBLAS", "ratio", "b2b us",
+              "cuBLAS", "ratio");
   for (const std::vector<int64_t> &shape : shapes) {
     int64_t N = shape[0], K = shape[1];
     std::vector<uint16_t> values(N * K);
@@ -272,10 +328,27 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
         quantizeWeight(values.data(), ElementType::BF16, {N, K}, 64, true);
     if (!weight)
       return weight.error();
-    Expected<DeviceNF4> device = DeviceNF4::upload(*weight);
-    if (!device)
-      return device.error();
-    Expected<DeviceBuffer<uint16_t>> dense = DeviceBuffer<uint16_t>::allocate(N * K);
+    // Copies of the weight, NF4 and bf16, for the back-to-back timings.
+    const double nf4Bytes = double(weight->storageBytes());
+    const double denseBytes = 2.0 * double(N * K);
+    std::vector<DeviceNF4> nf4Copies;
+    std::vector<DeviceBuffer<uint16_t>> denseCopies;
+    for (int i = 0; i < timer->copiesToExceedL2(nf4Bytes); ++i) {
+      Expected<DeviceNF4> device = DeviceNF4::upload(*weight);
+      if (!device)
+        return device.error();
+      nf4Copies.push_back(device.take());
+    }
+    const cuda::NF4DeviceWeight &nf4 = nf4Copies.front().view;
+    for (int i = 0; i < timer->copiesToExceedL2(denseBytes); ++i) {
+      Expected<DeviceBuffer<uint16_t>> dense =
+          DeviceBuffer<uint16_t>::allocate(N * K);
+      if (!dense)
+        return dense.error();
+      QLORA_RETURN_IF_ERROR(
+          cuda::dequantizeNF4(nf4, dense->data(), stream));
+      denseCopies.push_back(dense.take());
+    }
     Expected<DeviceBuffer<uint16_t>> scratch = DeviceBuffer<uint16_t>::allocate(N * K);
     std::vector<uint16_t> xs(maxM * std::max(N, K));
     for (uint16_t &x : xs)
@@ -283,111 +356,101 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
     Expected<DeviceBuffer<uint16_t>> input = DeviceBuffer<uint16_t>::upload(xs);
     Expected<DeviceBuffer<uint16_t>> output =
         DeviceBuffer<uint16_t>::allocate(maxM * std::max(N, K));
-    for (const Status &status : {dense.status(), scratch.status(),
-                                 input.status(), output.status()})
+    for (const Status &status :
+         {scratch.status(), input.status(), output.status()})
       if (!status)
         return status;
-    QLORA_RETURN_IF_ERROR(cuda::dequantizeNF4(device->view, dense->data(), nullptr));
+    // Once after a flush and, where asked, back to back over the copies.
+    auto measure = [&](bool backToBack, const std::function<Status(int)> &body,
+                       int copies) -> Expected<std::pair<double, std::optional<double>>> {
+      Expected<double> once =
+          timer->afterFlush(repeats, [&] { return body(0); });
+      if (!once)
+        return once.error();
+      if (!backToBack)
+        return std::make_pair(*once, std::optional<double>());
+      int runs = (kBackToBackRuns + copies - 1) / copies * copies;
+      Expected<double> b2b = timer->backToBack(
+          repeats, runs, [&](int run) { return body(run % copies); });
+      if (!b2b)
+        return b2b.error();
+      return std::make_pair(*once, std::optional<double>(*b2b));
+    };
+    const int nf4Count = int(nf4Copies.size());
+    const int denseCount = int(denseCopies.size());
 
     std::string name = std::to_string(N) + "x" + std::to_string(K);
-    Expected<double> dequant = timeMs(repeats, *flush, [&] {
-      return cuda::dequantizeNF4(device->view, scratch->data(), nullptr);
-    });
+    auto dequant = measure(true, [&](int copy) {
+      return cuda::dequantizeNF4(nf4Copies[copy].view, scratch->data(), stream);
+    }, nf4Count);
     if (!dequant)
       return dequant.error();
-    double bytes = double(weight->storageBytes()) + 2.0 * double(N * K);
-    std::printf("%-12s %-26s %10.1f %9.0f GB/s %12s %10s\n", name.c_str(),
-                "dequantize nf4+dq->bf16", *dequant * 1e3,
-                bytes / (*dequant * 1e-3) / 1e9, "-", "-");
+    double bytes = nf4Bytes + denseBytes;
+    std::printf("%-12s %-24s %9.1f %6.0f GB/s %9s %7s %9s %9s %7s   (b2b %.0f GB/s)\n",
+                name.c_str(), "dequantize nf4+dq->bf16", dequant->first * 1e3,
+                bytes / (dequant->first * 1e-3) / 1e9, "-", "-",
+                formatUs(dequant->second).c_str(), "-", "-",
+                bytes / (*dequant->second * 1e-3) / 1e9);
 
-    // Forward by both strategies where both apply (small M), so that the
-    // crossover is measured; then the input gradient.
-    enum class Path { Gemv, SmallM, DequantGemm, Pipelined, Fused, GradInput };
-    struct Row {
-      Path path;
-      int64_t M;
-      cuda::GemvTiling tiling = {};
-    };
-    std::vector<Row> rows;
-    for (int64_t M : ms) {
-      // Every GEMV tiling, so that the best one per shape is measured.
-      if (M <= 8)
-        for (cuda::GemvTiling tiling : cuda::gemvTilings(M))
-          rows.push_back({Path::Gemv, M, tiling});
-      if (M <= 16 && K % 64 == 0)
-        rows.push_back({Path::SmallM, M});
-      rows.push_back({Path::DequantGemm, M});
-      if (M >= 256)
-        rows.push_back({Path::Pipelined, M});
-      if (M >= 256 && K % 64 == 0 && cuda::haveFusedNF4Matmul())
-        rows.push_back({Path::Fused, M});
-    }
-    // The input gradient at every M, as the forward (training runs it at
-    // large M; small M shows what the dequantization alone costs).
-    for (int64_t M : ms)
-      rows.push_back({Path::GradInput, M});
     // cuBLAS once per product and M, beside every row of ours.
-    std::map<std::pair<bool, int64_t>, double> references;
-    for (const Row &row : rows) {
+    using Timing = std::pair<double, std::optional<double>>;
+    std::map<std::pair<bool, int64_t>, Timing> references;
+    for (const Row &row : rowsFor(ms, K)) {
       bool gradInput = row.path == Path::GradInput;
-      int64_t M = row.M;
-      auto [cached, fresh] = references.try_emplace({gradInput, M}, 0.0);
-      if (fresh) {
-        Expected<double> reference = timeMs(repeats, *flush, [&] {
-          return cublasBf16(blas, gradInput, M, N, K, dense->data(),
+      const int64_t M = row.M;
+      const bool backToBack = M <= kBackToBackMaxM;
+      auto cached = references.find({gradInput, M});
+      if (cached == references.end()) {
+        auto reference = measure(backToBack, [&](int copy) {
+          return cublasBf16(blas, gradInput, M, N, K, denseCopies[copy].data(),
                             input->data(), output->data());
-        });
+        }, denseCount);
         if (!reference)
           return reference.error();
-        cached->second = *reference;
+        cached = references.emplace(std::make_pair(gradInput, M), *reference).first;
       }
-      const double reference = cached->second;
-      Expected<double> ours = timeMs(repeats, *flush, [&]() -> Status {
+      const Timing reference = cached->second;
+      auto ours = measure(backToBack, [&](int copy) -> Status {
+        const cuda::NF4DeviceWeight &w = nf4Copies[copy].view;
         switch (row.path) {
         case Path::Gemv:
-          return cuda::nf4Gemv(input->data(), M, device->view, output->data(),
-                               nullptr, row.tiling);
+          return cuda::nf4Gemv(input->data(), M, w, output->data(), stream,
+                               row.tiling);
         case Path::SmallM:
-          return cuda::nf4MatmulSmallM(input->data(), M, device->view,
-                                       output->data(), nullptr);
+          return cuda::nf4MatmulSmallM(input->data(), M, w, output->data(),
+                                       stream);
         case Path::DequantGemm:
-          return cuda::nf4MatmulDequantGemm(blas, input->data(), M,
-                                            device->view, scratch->data(),
-                                            output->data(), nullptr);
+          return cuda::nf4MatmulDequantGemm(blas, input->data(), M, w,
+                                            scratch->data(), output->data(),
+                                            stream);
         case Path::Pipelined:
           return cuda::nf4MatmulDequantGemmPipelined(
-              blas, input->data(), M, device->view, scratch->data(),
-              output->data(), nullptr);
+              blas, input->data(), M, w, scratch->data(), output->data(),
+              stream);
         case Path::Fused:
-          return cuda::nf4MatmulFused(input->data(), M, device->view,
-                                      output->data(), nullptr);
+          return cuda::nf4MatmulFused(input->data(), M, w, output->data(),
+                                      stream);
         case Path::GradInput:
-          return cuda::nf4MatmulGradInput(blas, input->data(), M, device->view,
+          return cuda::nf4MatmulGradInput(blas, input->data(), M, w,
                                           scratch->data(), output->data(),
-                                          nullptr);
+                                          stream);
         }
         return Status::ok();
-      });
+      }, nf4Count);
       if (!ours)
         return ours.error();
       double flops = 2.0 * double(M) * double(N) * double(K);
-      std::string gemv = " (GEMV " + std::to_string(row.tiling.warpsPerRow) +
-                         "w" + std::to_string(row.tiling.steps) + "s)";
-      std::string figure =
-          std::string(gradInput ? "dX  " : "fwd ") + "M=" + std::to_string(M) +
-          (row.path == Path::Gemv        ? gemv
-           : row.path == Path::SmallM    ? " (tensor cores)"
-           : row.path == Path::Pipelined ? " (pipelined)"
-           : row.path == Path::Fused     ? " (fused wgmma)"
-                                         : " (dequant+GEMM)");
-      std::printf("%-12s %-26s %10.1f %8.1f TF/s %12.1f %9.2fx\n",
-                  name.c_str(), figure.c_str(), *ours * 1e3,
-                  flops / (*ours * 1e-3) / 1e12, reference * 1e3,
-                  reference / *ours);
+      std::printf("%-12s %-24s %9.1f %6.1f TF/s %9.1f %6.2fx %9s %9s %7s\n",
+                  name.c_str(), figureName(row).c_str(), ours->first * 1e3,
+                  flops / (ours->first * 1e-3) / 1e12, reference.first * 1e3,
+                  reference.first / ours->first,
+                  formatUs(ours->second).c_str(),
+                  formatUs(reference.second).c_str(),
+                  formatRatio(reference.second, ours->second).c_str());
     }
   }
   cublasDestroy(blas);
-  return benchTrainingKernels(repeats, *flush);
+  return benchTrainingKernels(repeats, *timer);
 }
 
 } // namespace

@@ -43,14 +43,14 @@ Expected<L2Flush> L2Flush::create(Mode mode) {
   return L2Flush(mode, buffer.take(), partials.take(), sum.take());
 }
 
-Status L2Flush::run() const {
+Status L2Flush::run(cudaStream_t stream) const {
   if (mode_ == Mode::Dirty) {
     QLORA_CUDA_RETURN_IF_ERROR(
-        cudaMemsetAsync(buffer_.data(), 0, kFlushBytes, nullptr));
+        cudaMemsetAsync(buffer_.data(), 0, kFlushBytes, stream));
     return Status::ok();
   }
   return cuda::sumOfSquares(buffer_.data(), int64_t(kFlushFloats),
-                            partials_.data(), sum_.data(), nullptr);
+                            partials_.data(), sum_.data(), stream);
 }
 
 } // namespace qlora::bench

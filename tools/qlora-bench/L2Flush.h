@@ -33,8 +33,8 @@ public:
   /// Allocates the flush buffer (and, for a clean flush, fills it once).
   static Expected<L2Flush> create(Mode mode);
 
-  /// Enqueues the flush on the default stream.
-  Status run() const;
+  /// Enqueues the flush on `stream`.
+  Status run(cudaStream_t stream) const;
 
   Mode mode() const { return mode_; }
 
