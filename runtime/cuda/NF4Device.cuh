@@ -96,4 +96,39 @@ __device__ __forceinline__ uint16_t decodeBf16(const float *code, uint32_t q,
   return uint16_t(roundToBf16Bits(__fmul_rn(code[q], absmax)));
 }
 
+/// Copies the dynamic map alone, for kernels that decode with the code pair
+/// table; call before __syncthreads().
+__device__ __forceinline__ void loadDynamicMap(const NF4Tables &tables,
+                                               float *dynamicMap) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x)
+    dynamicMap[i] = tables.dynamicMap[i];
+}
+
+/// The code pair table: for each packed byte, its two code values rounded
+/// to bf16 (the high nibble's, which comes first, in the low half), stored
+/// once per lane, entry e of lane l at word 32e + l. A warp's 32 lookups
+/// then hit 32 distinct banks whatever the bytes: one shared-memory
+/// wavefront per two codes. (A table with one copy of each entry costs 3-4
+/// wavefronts a lookup for random bytes, which bounded the decoding kernels.)
+/// 32 KiB.
+constexpr int kCodePairTableWords = 256 * 32;
+
+/// Fills the code pair table; call before __syncthreads(). Each warp writes
+/// whole entries, so a warp's reads of `tables` are uniform.
+__device__ __forceinline__ void loadCodePairTable(const NF4Tables &tables,
+                                                  uint32_t *table) {
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int entry = threadIdx.x / 32; entry < 256; entry += warps) {
+    uint32_t pair = roundToBf16Bits(tables.code[entry >> 4]) |
+                    roundToBf16Bits(tables.code[entry & 0xf]) << 16;
+    table[entry * 32 + lane] = pair;
+  }
+}
+
+/// The bf16 code pair of `byte` from the calling lane's copy.
+__device__ __forceinline__ uint32_t lookupCodePair(const uint32_t *table,
+                                                   uint32_t byte) {
+  return table[(byte << 5) | (threadIdx.x & 31u)];
+}
+
 } // namespace qlora::cuda::detail

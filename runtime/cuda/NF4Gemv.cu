@@ -7,9 +7,10 @@
 // row's K range and add their partial sums through shared memory, in warp
 // order (deterministic). Each packed word lies in one quantization block, so
 // the codes are summed against x first and scaled by the block maximum once
-// per word: the weight is used at its exact fp32 value code * absmax (the
-// reference rounds it to bf16 first; the difference is far inside bf16
-// output rounding).
+// per word. A byte's two codes come from one conflict-free lookup of the
+// code pair table (NF4Device.cuh) as bf16, so the weight enters as
+// bf16(code) * absmax, within one bf16 rounding of the reference's
+// bf16(code * absmax).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
@@ -44,11 +45,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   static_assert(kWarpsPerBlock % kWarpsPerRow == 0,
                 "a row's warps must share a block");
   constexpr int kGroups = kWarpsPerBlock / kWarpsPerRow;
+  __shared__ uint32_t codePairs[detail::kCodePairTableWords];
   __shared__ float dynamicMap[256];
-  __shared__ float2 byteCodes[256];
   __shared__ float partialSums[kWarpsPerRow > 1 ? kWarpsPerBlock : 1]
                               [kRows * M];
-  detail::loadByteTables(tables, byteCodes, dynamicMap);
+  detail::loadCodePairTable(tables, codePairs);
+  detail::loadDynamicMap(tables, dynamicMap);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -109,13 +111,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           partial[m] = 0.0f;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-          float2 pair = byteCodes[(word[s][r] >> (8 * b)) & 0xffu];
+          uint32_t pair = detail::lookupCodePair(
+              codePairs, (word[s][r] >> (8 * b)) & 0xffu);
 #pragma unroll
           for (int m = 0; m < M; ++m) {
             uint32_t xs[4] = {activations[s][m].x, activations[s][m].y,
                               activations[s][m].z, activations[s][m].w};
-            partial[m] = fmaf(pair.x, bf16Low(xs[b]), partial[m]);
-            partial[m] = fmaf(pair.y, bf16High(xs[b]), partial[m]);
+            partial[m] = fmaf(bf16Low(pair), bf16Low(xs[b]), partial[m]);
+            partial[m] = fmaf(bf16High(pair), bf16High(xs[b]), partial[m]);
           }
         }
 #pragma unroll

@@ -63,16 +63,16 @@ std::vector<GemvTiling> gemvTilings(int64_t M);
 
 /// y[M, N] = x[M, K] · Wᵀ for small M (decode, evaluation): streams the NF4
 /// weight once, dequantizing in registers. bf16 in and out, fp32
-/// accumulation with the exact fp32 weight code * absmax.
+/// accumulation; the weight enters as bf16(code) * fp32 absmax.
 /// Supports M <= 8 and K a multiple of 8; `tiling` must be one of
 /// gemvTilings(M).
 Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
                uint16_t *y, cudaStream_t stream, GemvTiling tiling = {});
 
 /// The same product for M <= 16 on tensor cores (mma m16n8k16), decoding
-/// the NF4 weight in registers: bf16 operands (the weight rounded to bf16
-/// as the reference does), fp32 accumulation. K and the block size must be
-/// multiples of 64.
+/// the NF4 weight in registers: bf16 codes and activations, fp32
+/// accumulation, each block's fp32 maximum applied to its partial sums. K
+/// and the block size must be multiples of 64.
 Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
                        const NF4DeviceWeight &weight, uint16_t *y,
                        cudaStream_t stream);

@@ -3,11 +3,23 @@
 // y[M, N] = x[M, K] · Wᵀ for M <= 16 with mma.sync m16n8k16 (bf16 in, fp32
 // accumulate). The product is computed transposed, Yᵀ = W · Xᵀ, so that the
 // large weight is the 16-row A operand and the few activation rows the
-// 8-column B operand. A block of four warps owns 16 weight rows and splits K
-// four ways; each thread decodes the NF4 bytes of its A fragments in
-// registers (one byte is the bf16 pair the fragment wants), so the weight is
-// read from DRAM once, at its packed size. The partial tiles are summed in
-// shared memory.
+// 8-column B operand. A block of eight warps owns 16 weight rows and splits
+// K eight ways; the partial tiles are summed in shared memory.
+//
+// The weight is read once, at its packed size, and each lane loads only the
+// bytes its own fragments use. A dot product does not care in which order
+// it meets its k, so the mma's k order is permuted to fit the packing: for
+// each 64-element chunk (one quantization block or part of one), lane t of
+// a row's four loads the 8 contiguous bytes 8t..8t+7 (codes 16t..16t+15),
+// and mma j of the chunk takes bytes 8t+2j and 8t+2j+1 as its logical k
+// 2t..2t+1 and 2t+8..2t+9. The activation fragment follows the same
+// permutation: codes 16t+4j..16t+4j+3 of the chunk.
+//
+// A byte becomes the bf16 pair of its two codes with one conflict-free
+// shared-memory lookup (NF4Device.cuh); the block maximum multiplies the
+// fp32 tile once per chunk, after its four mmas. So the weight enters as
+// bf16(code) * absmax, within one bf16 rounding of the reference's
+// bf16(code * absmax).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
@@ -19,13 +31,16 @@ namespace qlora::cuda {
 namespace {
 
 using detail::blockAbsmax;
-using detail::decodePair;
+using detail::lookupCodePair;
 
 constexpr int kWarps = 8;
 constexpr int kTileRows = 16;
+/// Chunks whose loads are in flight ahead of the tensor-core work.
+constexpr int kDepth = 4;
 
-__device__ __forceinline__ uint32_t byteOf(uint32_t word, int index) {
-  return (word >> (8 * index)) & 0xffu;
+__device__ __forceinline__ uint32_t byteOf(uint2 bytes, int index) {
+  uint32_t word = index < 4 ? bytes.x : bytes.y;
+  return (word >> (8 * (index % 4))) & 0xffu;
 }
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
@@ -43,11 +58,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     smallMKernel(const uint16_t *__restrict__ x, int M,
                  const __grid_constant__ NF4DeviceWeight w,
                  const __grid_constant__ detail::NF4Tables tables,
-               uint16_t *__restrict__ y) {
+                 uint16_t *__restrict__ y) {
+  __shared__ uint32_t codePairs[detail::kCodePairTableWords];
   __shared__ float dynamicMap[256];
-  __shared__ float2 byteCodes[256];
   __shared__ float partial[kWarps][kTileRows][16];
-  detail::loadByteTables(tables, byteCodes, dynamicMap);
+  detail::loadCodePairTable(tables, codePairs);
+  detail::loadDynamicMap(tables, dynamicMap);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -59,26 +75,35 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t begin = chunks * warp / kWarps;
   const int64_t end = chunks * (warp + 1) / kWarps;
 
-  // Loads run kDepth chunks ahead of the tensor-core work, so that each
-  // warp keeps several DRAM requests in flight.
-  constexpr int kDepth = 4;
-  uint4 bytes[kDepth][2][2];
+  // Per slot: this lane's 8 bytes of rows g and g + 8, their block maxima,
+  // and its 16 activations (two uint4) of column g of each tile.
+  uint2 bytes[kDepth][2];
   float absmax[kDepth][2];
+  uint4 acts[kDepth][kTiles][2];
   auto load = [&](int64_t c, int slot) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       if (c < end && rows[r] < N) {
-        const uint4 *source = reinterpret_cast<const uint4 *>(
-            w.packed + (rows[r] * K + c * 64) / 2);
-        bytes[slot][r][0] = __ldg(source);
-        bytes[slot][r][1] = __ldg(source + 1);
-        absmax[slot][r] =
-            blockAbsmax(w, (rows[r] * K + c * 64) >> w.blockShift, dynamicMap);
+        const int64_t first = rows[r] * K + c * 64;
+        bytes[slot][r] =
+            __ldg(reinterpret_cast<const uint2 *>(w.packed + first / 2) + t);
+        absmax[slot][r] = blockAbsmax(w, first >> w.blockShift, dynamicMap);
       } else {
-        // Code 7 is 0.0: rows past N contribute nothing.
-        bytes[slot][r][0] = bytes[slot][r][1] =
-            make_uint4(0x77777777u, 0x77777777u, 0x77777777u, 0x77777777u);
+        // Rows past N (and chunks past the end) contribute nothing.
+        bytes[slot][r] = make_uint2(0x77777777u, 0x77777777u);
         absmax[slot][r] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int tile = 0; tile < kTiles; ++tile) {
+      const int m = g + 8 * tile;
+      if (c < end && m < M) {
+        const uint4 *source =
+            reinterpret_cast<const uint4 *>(x + m * K + c * 64 + 16 * t);
+        acts[slot][tile][0] = __ldg(source);
+        acts[slot][tile][1] = __ldg(source + 1);
+      } else {
+        acts[slot][tile][0] = acts[slot][tile][1] = make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -90,38 +115,35 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int64_t c0 = begin; c0 < end; c0 += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
-      const int64_t c = c0 + d;
-      if (c >= end)
+      if (c0 + d >= end)
         break;
+      float chunk[kTiles][4] = {};
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        // Byte 8s + t holds A[row][2t..2t+1] of k-step s, byte 8s + t + 4
-        // holds A[row][2t+8..2t+9].
-        const uint4 &half0 = bytes[d][0][s / 2], &half1 = bytes[d][1][s / 2];
-        uint32_t first0 = (s % 2 == 0) ? half0.x : half0.z;
-        uint32_t second0 = (s % 2 == 0) ? half0.y : half0.w;
-        uint32_t first1 = (s % 2 == 0) ? half1.x : half1.z;
-        uint32_t second1 = (s % 2 == 0) ? half1.y : half1.w;
-        uint32_t a[4] = {
-            decodePair(byteCodes, byteOf(first0, t), absmax[d][0]),
-            decodePair(byteCodes, byteOf(first1, t), absmax[d][1]),
-            decodePair(byteCodes, byteOf(second0, t), absmax[d][0]),
-            decodePair(byteCodes, byteOf(second1, t), absmax[d][1])};
-        const int64_t k = c * 64 + s * 16 + 2 * t;
+      for (int j = 0; j < 4; ++j) {
+        uint32_t a[4] = {lookupCodePair(codePairs, byteOf(bytes[d][0], 2 * j)),
+                         lookupCodePair(codePairs, byteOf(bytes[d][1], 2 * j)),
+                         lookupCodePair(codePairs,
+                                        byteOf(bytes[d][0], 2 * j + 1)),
+                         lookupCodePair(codePairs,
+                                        byteOf(bytes[d][1], 2 * j + 1))};
 #pragma unroll
         for (int tile = 0; tile < kTiles; ++tile) {
-          int m = g + 8 * tile;
-          uint32_t b[2] = {0u, 0u};
-          if (m < M) {
-            const uint32_t *row = reinterpret_cast<const uint32_t *>(x + m * K);
-            b[0] = __ldg(&row[k / 2]);
-            b[1] = __ldg(&row[(k + 8) / 2]);
-          }
-          mma(acc[tile], a, b);
+          const uint4 &low = acts[d][tile][0], &high = acts[d][tile][1];
+          const uint32_t words[8] = {low.x,  low.y,  low.z,  low.w,
+                                     high.x, high.y, high.z, high.w};
+          uint32_t b[2] = {words[2 * j], words[2 * j + 1]};
+          mma(chunk[tile], a, b);
         }
       }
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile) {
+        acc[tile][0] = fmaf(absmax[d][0], chunk[tile][0], acc[tile][0]);
+        acc[tile][1] = fmaf(absmax[d][0], chunk[tile][1], acc[tile][1]);
+        acc[tile][2] = fmaf(absmax[d][1], chunk[tile][2], acc[tile][2]);
+        acc[tile][3] = fmaf(absmax[d][1], chunk[tile][3], acc[tile][3]);
+      }
       // This slot is used: refill it kDepth chunks ahead.
-      load(c + kDepth, d);
+      load(c0 + d + kDepth, d);
     }
   }
 #pragma unroll
