@@ -54,20 +54,21 @@ __global__ void __launch_bounds__(kThreads)
                       threadIdx.x;
        base < endWord; base += stride) {
     uint32_t word[kWordsPerThread];
-    float absmax[kWordsPerThread];
+    detail::LoadedAbsmax absmax[kWordsPerThread];
 #pragma unroll
     for (int k = 0; k < kWordsPerThread; ++k) {
       int64_t index = base + int64_t(k) * kThreads;
       if (index < endWord) {
         word[k] = __ldg(&packed[index]);
-        absmax[k] = blockAbsmax(w, (index * 8) >> w.blockShift, dynamicMap);
+        absmax[k] = detail::loadAbsmax(w, (index * 8) >> w.blockShift);
       }
     }
 #pragma unroll
     for (int k = 0; k < kWordsPerThread; ++k) {
       int64_t index = base + int64_t(k) * kThreads;
       if (index < endWord)
-        output[index] = decodeWord(word[k], code, absmax[k]);
+        output[index] = decodeWord(
+            word[k], code, detail::decodeAbsmax(w, absmax[k], dynamicMap));
     }
   }
   // The elements after the last whole word, one by one.

@@ -14,14 +14,17 @@
 
 namespace qlora::cuda::detail {
 
-/// The NF4 code values and bitsandbytes' signed dynamic map. Kernels take
-/// them by value (1 KiB of parameter space) and copy them into shared
-/// memory, which keeps every kernel in its own translation unit. Kernel
+/// The NF4 code values, bitsandbytes' signed dynamic map and the code
+/// pairs. Kernels take them by value (2 KiB of parameter space) and copy
+/// them into shared memory, which keeps every kernel in its own translation unit. Kernel
 /// parameters that device functions take by reference are declared
 /// __grid_constant__: otherwise each thread gets a local-memory copy.
 struct NF4Tables {
   float code[16];
   float dynamicMap[256];
+  /// Each byte's two codes rounded to bf16, the high nibble's (which comes
+  /// first) in the low half.
+  uint32_t codePairs[256];
 };
 
 /// The CPU reference's tables (NF4Tables.cu).
@@ -65,16 +68,39 @@ __device__ __forceinline__ uint32_t decodePair(const float2 *byteCodes,
   return *reinterpret_cast<uint32_t *>(&pair);
 }
 
-/// fp32 block maximum `block`, as dq::dequantizeAbsmax computes it:
-/// map[code] * scale + offset, rounded after each operation.
+/// A block maximum as loaded, before its double-quant decoding: kernels
+/// that load ahead keep these in flight and decode them when they use them.
+/// (Decoding in the load would make the load wait for its code byte: one
+/// DRAM round trip a chunk, which bounded the small-M kernels.)
+struct LoadedAbsmax {
+  uint32_t code; // the 8-bit code; unused without double quant
+  float scale;   // its group's scale, or the fp32 maximum itself
+};
+
+__device__ __forceinline__ LoadedAbsmax loadAbsmax(const NF4DeviceWeight &w,
+                                                   int64_t block) {
+  if (w.absmaxCodes == nullptr)
+    return {0u, __ldg(&w.absmax[block])};
+  return {__ldg(&w.absmaxCodes[block]),
+          __ldg(&w.absmaxScales[block >> w.dqBlockShift])};
+}
+
+/// fp32 block maximum as dq::dequantizeAbsmax computes it: map[code] *
+/// scale + offset, rounded after each operation.
+__device__ __forceinline__ float decodeAbsmax(const NF4DeviceWeight &w,
+                                              LoadedAbsmax loaded,
+                                              const float *dynamicMap) {
+  if (w.absmaxCodes == nullptr)
+    return loaded.scale;
+  return __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
+                   w.offset);
+}
+
+/// fp32 block maximum `block`, loaded and decoded at once.
 __device__ __forceinline__ float blockAbsmax(const NF4DeviceWeight &w,
                                              int64_t block,
                                              const float *dynamicMap) {
-  if (w.absmaxCodes == nullptr)
-    return __ldg(&w.absmax[block]);
-  float scaled = __fmul_rn(dynamicMap[__ldg(&w.absmaxCodes[block])],
-                           __ldg(&w.absmaxScales[block >> w.dqBlockShift]));
-  return __fadd_rn(scaled, w.offset);
+  return decodeAbsmax(w, loadAbsmax(w, block), dynamicMap);
 }
 
 /// Rounds a finite float to bf16 (nearest, ties to even) with integer
@@ -118,11 +144,8 @@ constexpr int kCodePairTableWords = 256 * 32;
 __device__ __forceinline__ void loadCodePairTable(const NF4Tables &tables,
                                                   uint32_t *table) {
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  for (int entry = threadIdx.x / 32; entry < 256; entry += warps) {
-    uint32_t pair = roundToBf16Bits(tables.code[entry >> 4]) |
-                    roundToBf16Bits(tables.code[entry & 0xf]) << 16;
-    table[entry * 32 + lane] = pair;
-  }
+  for (int entry = threadIdx.x / 32; entry < 256; entry += warps)
+    table[entry * 32 + lane] = tables.codePairs[entry];
 }
 
 /// The bf16 code pair of `byte` from the calling lane's copy.

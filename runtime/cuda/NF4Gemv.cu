@@ -7,10 +7,11 @@
 // row's K range and add their partial sums through shared memory, in warp
 // order (deterministic). Each packed word lies in one quantization block, so
 // the codes are summed against x first and scaled by the block maximum once
-// per word. A byte's two codes come from one conflict-free lookup of the
-// code pair table (NF4Device.cuh) as bf16, so the weight enters as
-// bf16(code) * absmax, within one bf16 rounding of the reference's
-// bf16(code * absmax).
+// per word: the weight enters at its exact fp32 value code * absmax (the
+// reference rounds it to bf16 first; the difference is far inside bf16
+// output rounding). The 16 codes sit in shared memory, one per bank, so a
+// warp's lookups never conflict. This kernel is the fallback for K that is
+// not a multiple of 64; the tensor-core kernel is faster at every M.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
@@ -20,8 +21,6 @@
 
 namespace qlora::cuda {
 namespace {
-
-using detail::blockAbsmax;
 
 constexpr int kWarpsPerBlock = 8;
 /// Output rows a warp computes: each activation chunk is loaded once and
@@ -45,12 +44,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   static_assert(kWarpsPerBlock % kWarpsPerRow == 0,
                 "a row's warps must share a block");
   constexpr int kGroups = kWarpsPerBlock / kWarpsPerRow;
-  __shared__ uint32_t codePairs[detail::kCodePairTableWords];
+  __shared__ float code[16];
   __shared__ float dynamicMap[256];
   __shared__ float partialSums[kWarpsPerRow > 1 ? kWarpsPerBlock : 1]
                               [kRows * M];
-  detail::loadCodePairTable(tables, codePairs);
-  detail::loadDynamicMap(tables, dynamicMap);
+  detail::loadTables(tables, code, dynamicMap);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -75,7 +73,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   for (int64_t base = part * 32 + lane; base < words;
        base += int64_t(kStride) * kSteps) {
     uint32_t word[kSteps][kRows];
-    float absmax[kSteps][kRows];
+    detail::LoadedAbsmax absmax[kSteps][kRows];
     uint4 activations[kSteps][M];
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
@@ -87,8 +85,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         if (r < rows) {
           int64_t index = (firstRow + r) * words + k;
           word[s][r] = __ldg(&packed[index]);
-          absmax[s][r] = blockAbsmax(w, (index * 8) >> w.blockShift,
-                                     dynamicMap);
+          absmax[s][r] = detail::loadAbsmax(w, (index * 8) >> w.blockShift);
         }
 #pragma unroll
       for (int m = 0; m < M; ++m)
@@ -111,19 +108,20 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
           partial[m] = 0.0f;
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-          uint32_t pair = detail::lookupCodePair(
-              codePairs, (word[s][r] >> (8 * b)) & 0xffu);
+          const uint32_t byte = (word[s][r] >> (8 * b)) & 0xffu;
+          const float high = code[byte >> 4], low = code[byte & 0xfu];
 #pragma unroll
           for (int m = 0; m < M; ++m) {
             uint32_t xs[4] = {activations[s][m].x, activations[s][m].y,
                               activations[s][m].z, activations[s][m].w};
-            partial[m] = fmaf(bf16Low(pair), bf16Low(xs[b]), partial[m]);
-            partial[m] = fmaf(bf16High(pair), bf16High(xs[b]), partial[m]);
+            partial[m] = fmaf(high, bf16Low(xs[b]), partial[m]);
+            partial[m] = fmaf(low, bf16High(xs[b]), partial[m]);
           }
         }
+        const float scale = detail::decodeAbsmax(w, absmax[s][r], dynamicMap);
 #pragma unroll
         for (int m = 0; m < M; ++m)
-          acc[r][m] = fmaf(absmax[s][r], partial[m], acc[r][m]);
+          acc[r][m] = fmaf(scale, partial[m], acc[r][m]);
       }
     }
   }

@@ -30,7 +30,9 @@
 namespace qlora::cuda {
 namespace {
 
-using detail::blockAbsmax;
+using detail::decodeAbsmax;
+using detail::LoadedAbsmax;
+using detail::loadAbsmax;
 using detail::lookupCodePair;
 
 constexpr int kWarps = 8;
@@ -45,7 +47,7 @@ __device__ __forceinline__ uint32_t byteOf(uint2 bytes, int index) {
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
                                     const uint32_t (&b)[2]) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
@@ -78,7 +80,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Per slot: this lane's 8 bytes of rows g and g + 8, their block maxima,
   // and its 16 activations (two uint4) of column g of each tile.
   uint2 bytes[kDepth][2];
-  float absmax[kDepth][2];
+  LoadedAbsmax absmax[kDepth][2];
   uint4 acts[kDepth][kTiles][2];
   auto load = [&](int64_t c, int slot) {
 #pragma unroll
@@ -87,11 +89,11 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int64_t first = rows[r] * K + c * 64;
         bytes[slot][r] =
             __ldg(reinterpret_cast<const uint2 *>(w.packed + first / 2) + t);
-        absmax[slot][r] = blockAbsmax(w, first >> w.blockShift, dynamicMap);
+        absmax[slot][r] = loadAbsmax(w, first >> w.blockShift);
       } else {
         // Rows past N (and chunks past the end) contribute nothing.
         bytes[slot][r] = make_uint2(0x77777777u, 0x77777777u);
-        absmax[slot][r] = 0.0f;
+        absmax[slot][r] = {0u, 0.0f};
       }
     }
 #pragma unroll
@@ -135,12 +137,14 @@ __global__ void __launch_bounds__(kWarps * 32)
           mma(chunk[tile], a, b);
         }
       }
+      const float scale0 = decodeAbsmax(w, absmax[d][0], dynamicMap);
+      const float scale1 = decodeAbsmax(w, absmax[d][1], dynamicMap);
 #pragma unroll
       for (int tile = 0; tile < kTiles; ++tile) {
-        acc[tile][0] = fmaf(absmax[d][0], chunk[tile][0], acc[tile][0]);
-        acc[tile][1] = fmaf(absmax[d][0], chunk[tile][1], acc[tile][1]);
-        acc[tile][2] = fmaf(absmax[d][1], chunk[tile][2], acc[tile][2]);
-        acc[tile][3] = fmaf(absmax[d][1], chunk[tile][3], acc[tile][3]);
+        acc[tile][0] = fmaf(scale0, chunk[tile][0], acc[tile][0]);
+        acc[tile][1] = fmaf(scale0, chunk[tile][1], acc[tile][1]);
+        acc[tile][2] = fmaf(scale1, chunk[tile][2], acc[tile][2]);
+        acc[tile][3] = fmaf(scale1, chunk[tile][3], acc[tile][3]);
       }
       // This slot is used: refill it kDepth chunks ahead.
       load(c0 + d + kDepth, d);

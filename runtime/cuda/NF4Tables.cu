@@ -2,6 +2,7 @@
 #include "runtime/cuda/NF4Device.cuh"
 
 #include "runtime/DoubleQuant.h"
+#include "runtime/Float16.h"
 #include "runtime/NF4.h"
 
 #include <algorithm>
@@ -15,6 +16,9 @@ const NF4Tables &hostTables() {
     std::copy(std::begin(nf4::kCode), std::end(nf4::kCode), t.code);
     std::copy(std::begin(dq::kDynamicMap), std::end(dq::kDynamicMap),
               t.dynamicMap);
+    for (uint32_t byte = 0; byte < 256; ++byte)
+      t.codePairs[byte] = uint32_t(floatToBf16(nf4::kCode[byte >> 4])) |
+                          uint32_t(floatToBf16(nf4::kCode[byte & 0xf])) << 16;
     return t;
   }();
   return tables;
