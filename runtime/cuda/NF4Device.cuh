@@ -77,8 +77,11 @@ struct LoadedAbsmax {
   float scale;   // its group's scale, or the fp32 maximum itself
 };
 
+/// `Index`: int64_t, or uint32_t in kernels that check that their offsets
+/// fit (32-bit address arithmetic is half the instructions).
+template <typename Index>
 __device__ __forceinline__ LoadedAbsmax loadAbsmax(const NF4DeviceWeight &w,
-                                                   int64_t block) {
+                                                   Index block) {
   if (w.absmaxCodes == nullptr)
     return {0u, __ldg(&w.absmax[block])};
   return {__ldg(&w.absmaxCodes[block]),

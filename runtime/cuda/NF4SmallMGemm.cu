@@ -40,21 +40,24 @@ constexpr int kTileRows = 16;
 /// Chunks whose loads are in flight ahead of the tensor-core work.
 constexpr int kDepth = 4;
 
+/// Byte `index` (0..7) of `bytes`, zero-extended: one PRMT.
 __device__ __forceinline__ uint32_t byteOf(uint2 bytes, int index) {
-  uint32_t word = index < 4 ? bytes.x : bytes.y;
-  return (word >> (8 * (index % 4))) & 0xffu;
+  return __byte_perm(index < 4 ? bytes.x : bytes.y, 0u, 0x4440u + index % 4);
 }
 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
                                     const uint32_t (&b)[2]) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]),
-                 "r"(b[1]));
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16.
+/// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16. The loop
+/// keeps its addresses as per-lane pointers and 32-bit offsets that advance
+/// by constants (the host checks that N * K fits), and has no per-load
+/// bounds checks: rows past N read row N - 1 and activation columns past M
+/// read row M - 1; neither result is stored.
 template <int kTiles>
 __global__ void __launch_bounds__(kWarps * 32)
     smallMKernel(const uint16_t *__restrict__ x, int M,
@@ -70,64 +73,66 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
-  const int64_t N = w.rows, K = w.cols;
-  const int64_t firstRow = int64_t(blockIdx.x) * kTileRows;
-  const int64_t rows[2] = {firstRow + g, firstRow + g + 8};
-  const int64_t chunks = K / 64;
-  const int64_t begin = chunks * warp / kWarps;
-  const int64_t end = chunks * (warp + 1) / kWarps;
+  const uint32_t N = uint32_t(w.rows), K = uint32_t(w.cols);
+  const uint32_t firstRow = blockIdx.x * kTileRows;
+  const uint32_t chunks = K / 64;
+  const uint32_t begin = chunks * warp / kWarps;
+  const int count = int(chunks * (warp + 1) / kWarps - begin);
+  const uint32_t *laneTable = codePairs + lane;
 
-  // Per slot: this lane's 8 bytes of rows g and g + 8, their block maxima,
-  // and its 16 activations (two uint4) of column g of each tile.
+  // This lane's first chunk: its 8 bytes of rows g and g + 8 (a chunk is 4
+  // uint2 of a row), their element offsets (for the block maxima), and its
+  // 16 activations of column g of each tile (a chunk is 8 uint4 of x).
+  const uint2 *weights[2];
+  uint32_t elements[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const uint32_t row = min(firstRow + g + 8 * r, N - 1);
+    elements[r] = row * K + begin * 64;
+    weights[r] =
+        reinterpret_cast<const uint2 *>(w.packed) + elements[r] / 16 + t;
+  }
+  const uint4 *activations[kTiles];
+#pragma unroll
+  for (int tile = 0; tile < kTiles; ++tile) {
+    const uint32_t m = min(g + 8 * tile, M - 1);
+    activations[tile] =
+        reinterpret_cast<const uint4 *>(x + m * K + begin * 64) + 2 * t;
+  }
+
   uint2 bytes[kDepth][2];
   LoadedAbsmax absmax[kDepth][2];
   uint4 acts[kDepth][kTiles][2];
-  auto load = [&](int64_t c, int slot) {
+  auto load = [&](int c, int slot) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      if (c < end && rows[r] < N) {
-        const int64_t first = rows[r] * K + c * 64;
-        bytes[slot][r] =
-            __ldg(reinterpret_cast<const uint2 *>(w.packed + first / 2) + t);
-        absmax[slot][r] = loadAbsmax(w, first >> w.blockShift);
-      } else {
-        // Rows past N (and chunks past the end) contribute nothing.
-        bytes[slot][r] = make_uint2(0x77777777u, 0x77777777u);
-        absmax[slot][r] = {0u, 0.0f};
-      }
+      bytes[slot][r] = __ldg(weights[r] + 4 * c);
+      absmax[slot][r] = loadAbsmax(w, (elements[r] + 64u * c) >> w.blockShift);
     }
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
-      const int m = g + 8 * tile;
-      if (c < end && m < M) {
-        const uint4 *source =
-            reinterpret_cast<const uint4 *>(x + m * K + c * 64 + 16 * t);
-        acts[slot][tile][0] = __ldg(source);
-        acts[slot][tile][1] = __ldg(source + 1);
-      } else {
-        acts[slot][tile][0] = acts[slot][tile][1] = make_uint4(0, 0, 0, 0);
-      }
+      acts[slot][tile][0] = __ldg(activations[tile] + 8 * c);
+      acts[slot][tile][1] = __ldg(activations[tile] + 8 * c + 1);
     }
   };
 #pragma unroll
   for (int d = 0; d < kDepth; ++d)
-    load(begin + d, d);
+    if (d < count)
+      load(d, d);
 
   float acc[kTiles][4] = {};
-  for (int64_t c0 = begin; c0 < end; c0 += kDepth) {
+  for (int c0 = 0; c0 < count; c0 += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
-      if (c0 + d >= end)
+      if (c0 + d >= count)
         break;
       float chunk[kTiles][4] = {};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        uint32_t a[4] = {lookupCodePair(codePairs, byteOf(bytes[d][0], 2 * j)),
-                         lookupCodePair(codePairs, byteOf(bytes[d][1], 2 * j)),
-                         lookupCodePair(codePairs,
-                                        byteOf(bytes[d][0], 2 * j + 1)),
-                         lookupCodePair(codePairs,
-                                        byteOf(bytes[d][1], 2 * j + 1))};
+        uint32_t a[4] = {laneTable[byteOf(bytes[d][0], 2 * j) * 32],
+                         laneTable[byteOf(bytes[d][1], 2 * j) * 32],
+                         laneTable[byteOf(bytes[d][0], 2 * j + 1) * 32],
+                         laneTable[byteOf(bytes[d][1], 2 * j + 1) * 32]};
 #pragma unroll
         for (int tile = 0; tile < kTiles; ++tile) {
           const uint4 &low = acts[d][tile][0], &high = acts[d][tile][1];
@@ -147,7 +152,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         acc[tile][3] = fmaf(scale1, chunk[tile][3], acc[tile][3]);
       }
       // This slot is used: refill it kDepth chunks ahead.
-      load(c0 + d + kDepth, d);
+      if (c0 + d + kDepth < count)
+        load(c0 + d + kDepth, d);
     }
   }
 #pragma unroll
@@ -167,7 +173,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int part = 0; part < kWarps; ++part)
       sum += partial[part][row][m];
-    y[m * N + firstRow + row] =
+    y[int64_t(m) * N + firstRow + row] =
         __bfloat16_as_ushort(__float2bfloat16_rn(sum));
   }
 }
@@ -183,6 +189,11 @@ Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
     return makeError("nf4MatmulSmallM: expects K and the block size to be "
                      "multiples of 64, got K = {} and block {}",
                      weight.cols, weight.blockSize);
+  if (weight.rows * weight.cols >= (int64_t(1) << 32) ||
+      M * weight.cols >= (int64_t(1) << 32))
+    return makeError("nf4MatmulSmallM: a {}x{} weight at M = {} has more "
+                     "elements than 32-bit offsets reach",
+                     weight.rows, weight.cols, M);
   Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
   if (!prepared)
     return prepared.error().withContext("nf4MatmulSmallM");
