@@ -58,6 +58,17 @@ struct GemvTiling {
   int steps = 4;
 };
 
+/// How nf4MatmulSmallM divides its work (one of smallMTilings()): the warps
+/// of a block, which split K, and the chunks of 64 codes each warp keeps in
+/// flight. More warps hide more latency where N gives few blocks.
+struct SmallMTiling {
+  int warps = 8;
+  int depth = 4;
+};
+
+/// The tilings nf4MatmulSmallM accepts.
+inline std::vector<SmallMTiling> smallMTilings() { return {{8, 4}, {16, 2}}; }
+
 /// Every tiling nf4Gemv accepts for M rows of activations.
 std::vector<GemvTiling> gemvTilings(int64_t M);
 
@@ -75,7 +86,7 @@ Status nf4Gemv(const uint16_t *x, int64_t M, const NF4DeviceWeight &weight,
 /// and the block size must be multiples of 64.
 Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
                        const NF4DeviceWeight &weight, uint16_t *y,
-                       cudaStream_t stream);
+                       cudaStream_t stream, SmallMTiling tiling = {});
 
 /// A LoRA branch beside a frozen product, with PEFT's weights: lora_A
 /// [rank, K] and lora_B [N, rank] for a weight [N, K], bf16.

@@ -3,8 +3,8 @@
 // y[M, N] = x[M, K] · Wᵀ for M <= 16 with mma.sync m16n8k16 (bf16 in, fp32
 // accumulate). The product is computed transposed, Yᵀ = W · Xᵀ, so that the
 // large weight is the 16-row A operand and the few activation rows the
-// 8-column B operand. A block of eight warps owns 16 weight rows and splits
-// K eight ways; the partial tiles are summed in shared memory.
+// 8-column B operand. A block owns 16 weight rows and its warps (8 or 16,
+// SmallMTiling) split K; the partial tiles are summed in shared memory.
 //
 // The weight is read once, at its packed size, and each lane loads only the
 // bytes its own fragments use. A dot product does not care in which order
@@ -35,10 +35,7 @@ using detail::LoadedAbsmax;
 using detail::loadAbsmax;
 using detail::lookupCodePair;
 
-constexpr int kWarps = 8;
 constexpr int kTileRows = 16;
-/// Chunks whose loads are in flight ahead of the tensor-core work.
-constexpr int kDepth = 4;
 
 /// Byte `index` (0..7) of `bytes`, zero-extended: one PRMT.
 __device__ __forceinline__ uint32_t byteOf(uint2 bytes, int index) {
@@ -53,20 +50,21 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16. The loop
+/// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16; kWarps warps
+/// split K, each with kDepth chunks in flight (SmallMTiling). The loop
 /// keeps its addresses as per-lane pointers and 32-bit offsets that advance
 /// by constants (the host checks that N * K fits), and has no per-load
 /// bounds checks: rows past N read row N - 1 and activation columns past M
 /// read row M - 1; neither result is stored.
-template <int kTiles>
-__global__ void __launch_bounds__(kWarps * 32)
+template <int kTiles, int kWarps, int kDepth>
+__global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
     smallMKernel(const uint16_t *__restrict__ x, int M,
                  const __grid_constant__ NF4DeviceWeight w,
                  const __grid_constant__ detail::NF4Tables tables,
                  uint16_t *__restrict__ y) {
   __shared__ uint32_t codePairs[detail::kCodePairTableWords];
   __shared__ float dynamicMap[256];
-  __shared__ float partial[kWarps][kTileRows][16];
+  __shared__ float partial[kWarps][kTileRows][8 * kTiles];
   detail::loadCodePairTable(tables, codePairs);
   detail::loadDynamicMap(tables, dynamicMap);
   __syncthreads();
@@ -165,7 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     partial[warp][g + 8][m + 1] = acc[tile][3];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < kTileRows * 16; i += blockDim.x) {
+  for (int i = threadIdx.x; i < kTileRows * 8 * kTiles; i += blockDim.x) {
     int row = i % kTileRows, m = i / kTileRows;
     if (m >= M || firstRow + row >= N)
       continue;
@@ -182,7 +180,12 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
                        const NF4DeviceWeight &weight, uint16_t *y,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, SmallMTiling tiling) {
+  if (!((tiling.warps == 8 && tiling.depth == 4) ||
+        (tiling.warps == 16 && tiling.depth == 2)))
+    return makeError("nf4MatmulSmallM: no tiling with {} warps and depth {} "
+                     "(known: 8 warps at depth 4, 16 at depth 2)",
+                     tiling.warps, tiling.depth);
   if (M < 1 || M > 16)
     return makeError("nf4MatmulSmallM: expects 1 <= M <= 16, got {}", M);
   if (weight.cols % 64 != 0 || weight.blockSize % 64 != 0)
@@ -197,13 +200,19 @@ Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
   Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
   if (!prepared)
     return prepared.error().withContext("nf4MatmulSmallM");
-  int64_t blocks = (weight.rows + kTileRows - 1) / kTileRows;
-  if (M <= 8)
-    smallMKernel<1><<<blocks, kWarps * 32, 0, stream>>>(
-        x, int(M), *prepared, detail::hostTables(), y);
+  const int64_t blocks = (weight.rows + kTileRows - 1) / kTileRows;
+  auto launch = [&](auto kernel, int warps) {
+    kernel<<<blocks, warps * 32, 0, stream>>>(x, int(M), *prepared,
+                                             detail::hostTables(), y);
+  };
+  // Two activation tiles take the registers of the wide tiling: M > 8
+  // runs 8 warps whichever tiling is asked.
+  if (M > 8)
+    launch(smallMKernel<2, 8, 4>, 8);
+  else if (tiling.warps == 16)
+    launch(smallMKernel<1, 16, 2>, 16);
   else
-    smallMKernel<2><<<blocks, kWarps * 32, 0, stream>>>(
-        x, int(M), *prepared, detail::hostTables(), y);
+    launch(smallMKernel<1, 8, 4>, 8);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }

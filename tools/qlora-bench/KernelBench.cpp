@@ -227,16 +227,19 @@ struct Row {
   Path path;
   int64_t M;
   cuda::GemvTiling tiling = {};
+  cuda::SmallMTiling smallM = {};
 };
 
 std::string figureName(const Row &row) {
   bool gradInput = row.path == Path::GradInput;
   std::string gemv = " (GEMV " + std::to_string(row.tiling.warpsPerRow) +
                      "w" + std::to_string(row.tiling.steps) + "s)";
+  std::string smallM = " (tensor cores " + std::to_string(row.smallM.warps) +
+                       "w" + std::to_string(row.smallM.depth) + "d)";
   return std::string(gradInput ? "dX  " : "fwd ") +
          "M=" + std::to_string(row.M) +
          (row.path == Path::Gemv        ? gemv
-          : row.path == Path::SmallM    ? " (tensor cores)"
+          : row.path == Path::SmallM    ? smallM
           : row.path == Path::Pipelined ? " (pipelined)"
           : row.path == Path::Fused     ? " (fused wgmma)"
                                         : " (dequant+GEMM)");
@@ -252,7 +255,9 @@ std::vector<Row> rowsFor(const std::vector<int64_t> &ms, int64_t K) {
       for (cuda::GemvTiling tiling : cuda::gemvTilings(M))
         rows.push_back({Path::Gemv, M, tiling});
     if (M <= 16 && K % 64 == 0)
-      rows.push_back({Path::SmallM, M});
+      for (cuda::SmallMTiling tiling : cuda::smallMTilings())
+        if (M <= 8 || tiling.warps == 8)
+          rows.push_back({Path::SmallM, M, {}, tiling});
     rows.push_back({Path::DequantGemm, M});
     if (M >= 256)
       rows.push_back({Path::Pipelined, M});
@@ -418,7 +423,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
                                row.tiling);
         case Path::SmallM:
           return cuda::nf4MatmulSmallM(input->data(), M, w, output->data(),
-                                       stream);
+                                       stream, row.smallM);
         case Path::DequantGemm:
           return cuda::nf4MatmulDequantGemm(blas, input->data(), M, w,
                                             scratch->data(), output->data(),

@@ -167,12 +167,14 @@ TEST_F(CudaNF4, SmallMTensorCoresMatchTheReference) {
     Expected<DeviceNF4> device = DeviceNF4::upload(weight);
     ASSERT_TRUE(device) << device.message();
     for (int64_t M : {1, 5, 8, 9, 16})
-      expectForwardMatches(
-          weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
-          [&](const uint16_t *x, uint16_t *y) {
-            return nf4MatmulSmallM(x, M, device->view, y, nullptr);
-          },
-          describe(shape, M));
+      for (SmallMTiling tiling : smallMTilings())
+        expectForwardMatches(
+            weight, M, randomBf16(M * shape.cols, 0.0f, 1.0f),
+            [&](const uint16_t *x, uint16_t *y) {
+              return nf4MatmulSmallM(x, M, device->view, y, nullptr, tiling);
+            },
+            describe(shape, M) + " with " + std::to_string(tiling.warps) +
+                " warps at depth " + std::to_string(tiling.depth));
   }
   NF4Weight odd = quantized(64, 96, true); // K = 96 is not a multiple of 64
   Expected<DeviceNF4> device = DeviceNF4::upload(odd);
@@ -292,6 +294,17 @@ TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
                                     std::to_string(bad.warpsPerRow) +
                                     " warps per row and " +
                                     std::to_string(bad.steps) + " steps"),
+              std::string::npos)
+        << status.message();
+  }
+  // The small-M kernel checks its tiling before its shape or the GPU.
+  for (SmallMTiling bad : {SmallMTiling{16, 4}, SmallMTiling{4, 4}}) {
+    Status status = nf4MatmulSmallM(nullptr, 1, weight, nullptr, nullptr, bad);
+    ASSERT_FALSE(status);
+    EXPECT_NE(status.message().find("no tiling with " +
+                                    std::to_string(bad.warps) +
+                                    " warps and depth " +
+                                    std::to_string(bad.depth)),
               std::string::npos)
         << status.message();
   }
