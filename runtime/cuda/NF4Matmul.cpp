@@ -15,9 +15,8 @@ NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
   if (hasEpilogue || M > 16)
     return NF4MatmulPath::DequantGemm;
   const int64_t K = weight.cols;
-  // Measured: the GEMV at M = 1, the tensor-core kernel from M = 4.
-  if (M < 4 && K % 8 == 0)
-    return NF4MatmulPath::Gemv;
+  // Measured: the tensor-core kernel beats the GEMV at every M; the GEMV
+  // remains for K that is not a multiple of 64.
   if (K % 64 == 0 && weight.blockSize % 64 == 0)
     return NF4MatmulPath::SmallM;
   if (M <= 8 && K % 8 == 0)

@@ -236,15 +236,12 @@ TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
   }
 }
 
-/// Tiling choices and their errors come before any launch, so this runs
-/// without a GPU.
 /// The shape classes of nf4Matmul, decided without a GPU.
 TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
   NF4DeviceWeight weight;
   weight.rows = 4096;
   weight.cols = 4096;
-  EXPECT_EQ(chooseNF4MatmulPath(1, weight), NF4MatmulPath::Gemv);
-  EXPECT_EQ(chooseNF4MatmulPath(3, weight), NF4MatmulPath::Gemv);
+  EXPECT_EQ(chooseNF4MatmulPath(1, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(4, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(16, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(17, weight), NF4MatmulPath::DequantGemm);
@@ -255,6 +252,7 @@ TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
   // K = 520 is not a multiple of 64: no tensor-core kernel, the GEMV up to
   // M = 8.
   weight.cols = 520;
+  EXPECT_EQ(chooseNF4MatmulPath(1, weight), NF4MatmulPath::Gemv);
   EXPECT_EQ(chooseNF4MatmulPath(5, weight), NF4MatmulPath::Gemv);
   EXPECT_EQ(chooseNF4MatmulPath(9, weight), NF4MatmulPath::DequantGemm);
   // Without a handle the cuBLAS path is a clear error.
@@ -265,6 +263,8 @@ TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
       << status.message();
 }
 
+/// Tiling choices and their errors come before any launch, so this runs
+/// without a GPU.
 TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
   auto names = [](const std::vector<GemvTiling> &tilings) {
     std::string text;
