@@ -2,7 +2,7 @@
 # On a GPU host with CUDA but without LLVM (the device machine): builds the
 # runtime, the GPU tests and qlora-bench, runs the tests labelled `gpu`, then
 # the kernel benchmark. Usage: tools/gpu-check.sh [BUILD_DIR [BENCH_OPTION...]]
-# (for example `tools/gpu-check.sh build-gpu --l2_flush clean`).
+# (for example `tools/gpu-check.sh build-gpu --l2_flush dirty`).
 # Environment: SANITIZE=1 also runs every GPU test binary under
 # compute-sanitizer's memcheck and racecheck; BENCH=0 skips the benchmark.
 set -euo pipefail

@@ -1,7 +1,7 @@
 //===- qlora-bench.cpp - Figures for the runtime's kernels ------------------===//
 //
 // usage: qlora-bench [nf4] [kernels] [--shapes 4096x4096,11008x4096]
-//                    [--repeats N] [--l2_flush dirty|clean]
+//                    [--repeats N] [--l2_flush clean|dirty]
 //
 // Prints medians of repeated timings. `nf4` measures the CPU NF4 codec
 // (quantize with double quant, dequantize to bf16) on Llama-7B weight shapes,
@@ -104,7 +104,7 @@ void benchNF4(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 int main(int argc, char **argv) {
   std::string shapeList = "4096x4096,11008x4096,4096x11008";
   int64_t repeats = 5;
-  std::string l2Flush = "dirty";
+  std::string l2Flush = "clean";
   cli::CommandLine commandLine(
       "qlora-bench", "[nf4] [options]",
       "Prints timing figures (medians) for the runtime's kernels.\n"
@@ -112,11 +112,11 @@ int main(int argc, char **argv) {
       "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS).");
   commandLine.option("shapes", "RxC,...", "weight shapes to time", &shapeList);
   commandLine.option("repeats", "N", "timed repetitions per figure", &repeats);
-  commandLine.option("l2_flush", "dirty|clean",
+  commandLine.option("l2_flush", "clean|dirty",
                      "kernels: how the L2 is emptied before each timed run: "
-                     "by writing (the timed kernel also pays for writing "
-                     "those lines back) or by reading (it pays only for its "
-                     "own traffic)",
+                     "by reading (the default: the timed kernel pays only "
+                     "for its own traffic) or by writing (it also pays for "
+                     "writing those lines back)",
                      &l2Flush);
   if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
     return *code;
