@@ -321,7 +321,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
   const std::vector<int64_t> ms = {1, 2, 4, 8, 16, 256, 4096, 8192};
   int64_t maxM = *std::max_element(ms.begin(), ms.end());
 
-  std::printf("\n%-12s %-24s %9s %11s %9s %7s %9s %9s %7s\n", "shape NxK",
+  std::printf("\n%-12s %-28s %9s %11s %9s %7s %9s %9s %7s\n", "shape NxK",
               "figure", "once us", "once", "cuBLAS", "ratio", "b2b us",
               "cuBLAS", "ratio");
   for (const std::vector<int64_t> &shape : shapes) {
@@ -391,7 +391,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
     if (!dequant)
       return dequant.error();
     double bytes = nf4Bytes + denseBytes;
-    std::printf("%-12s %-24s %9.1f %6.0f GB/s %9s %7s %9s %9s %7s   (b2b %.0f GB/s)\n",
+    std::printf("%-12s %-28s %9.1f %6.0f GB/s %9s %7s %9s %9s %7s   (b2b %.0f GB/s)\n",
                 name.c_str(), "dequantize nf4+dq->bf16", dequant->first * 1e3,
                 bytes / (dequant->first * 1e-3) / 1e9, "-", "-",
                 formatUs(dequant->second).c_str(), "-", "-",
@@ -445,7 +445,7 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
       if (!ours)
         return ours.error();
       double flops = 2.0 * double(M) * double(N) * double(K);
-      std::printf("%-12s %-24s %9.1f %6.1f TF/s %9.1f %6.2fx %9s %9s %7s\n",
+      std::printf("%-12s %-28s %9.1f %6.1f TF/s %9.1f %6.2fx %9s %9s %7s\n",
                   name.c_str(), figureName(row).c_str(), ours->first * 1e3,
                   flops / (ours->first * 1e-3) / 1e12, reference.first * 1e3,
                   reference.first / ours->first,
