@@ -151,10 +151,22 @@ __device__ __forceinline__ void loadCodePairTable(const NF4Tables &tables,
     table[entry * 32 + lane] = tables.codePairs[entry];
 }
 
-/// The bf16 code pair of `byte` from the calling lane's copy.
-__device__ __forceinline__ uint32_t lookupCodePair(const uint32_t *table,
+/// The shared-memory address of the calling lane's copy of entry 0.
+__device__ __forceinline__ uint32_t codePairLaneAddress(const uint32_t *table) {
+  return uint32_t(__cvta_generic_to_shared(table + threadIdx.x % 32));
+}
+
+/// The bf16 code pair of `byte` from the lane's copy (`laneAddress` from
+/// codePairLaneAddress): one LEA and one LDS. (Indexing the array instead
+/// compiles to four integer instructions before the load.) Volatile: the
+/// table is read only after the barrier that follows its filling.
+__device__ __forceinline__ uint32_t lookupCodePair(uint32_t laneAddress,
                                                    uint32_t byte) {
-  return table[(byte << 5) | (threadIdx.x & 31u)];
+  uint32_t pair;
+  asm volatile("ld.shared.b32 %0, [%1];\n"
+               : "=r"(pair)
+               : "r"(laneAddress + (byte << 7)));
+  return pair;
 }
 
 } // namespace qlora::cuda::detail

@@ -30,9 +30,7 @@
 namespace qlora::cuda {
 namespace {
 
-using detail::decodeAbsmax;
 using detail::LoadedAbsmax;
-using detail::loadAbsmax;
 using detail::lookupCodePair;
 
 constexpr int kTileRows = 16;
@@ -76,27 +74,28 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   const uint32_t chunks = K / 64;
   const uint32_t begin = chunks * warp / kWarps;
   const int count = int(chunks * (warp + 1) / kWarps - begin);
-  const uint32_t *laneTable = codePairs + lane;
+  const uint32_t laneTable = detail::codePairLaneAddress(codePairs);
+  const bool nested = w.absmaxCodes != nullptr;
 
-  // This lane's first chunk: its 8 bytes of rows g and g + 8 (a chunk is 4
-  // uint2 of a row), their element offsets (for the block maxima), and its
-  // 16 activations of column g of each tile (a chunk is 8 uint4 of x).
-  const uint2 *weights[2];
-  uint32_t elements[2];
+  // This lane's first chunk, as 32-bit offsets from the kernel's base
+  // pointers: its 8 bytes of rows g and g + 8 (uint2 units; a chunk is 4),
+  // their first elements (for the block maxima), and its 16 activations of
+  // column g of each tile (uint4 units; a chunk is 8).
+  uint32_t wordOffset[2], elementOffset[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const uint32_t row = min(firstRow + g + 8 * r, N - 1);
-    elements[r] = row * K + begin * 64;
-    weights[r] =
-        reinterpret_cast<const uint2 *>(w.packed) + elements[r] / 16 + t;
+    elementOffset[r] = row * K + begin * 64;
+    wordOffset[r] = elementOffset[r] / 16 + t;
   }
-  const uint4 *activations[kTiles];
+  uint32_t actOffset[kTiles];
 #pragma unroll
   for (int tile = 0; tile < kTiles; ++tile) {
-    const uint32_t m = min(g + 8 * tile, M - 1);
-    activations[tile] =
-        reinterpret_cast<const uint4 *>(x + m * K + begin * 64) + 2 * t;
+    const uint32_t m = min(g + 8 * tile, uint32_t(M - 1));
+    actOffset[tile] = (m * K + begin * 64) / 8 + 2 * t;
   }
+  const uint2 *packed = reinterpret_cast<const uint2 *>(w.packed);
+  const uint4 *activations = reinterpret_cast<const uint4 *>(x);
 
   uint2 bytes[kDepth][2];
   LoadedAbsmax absmax[kDepth][2];
@@ -104,14 +103,24 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   auto load = [&](int c, int slot) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      bytes[slot][r] = __ldg(weights[r] + 4 * c);
-      absmax[slot][r] = loadAbsmax(w, (elements[r] + 64u * c) >> w.blockShift);
+      bytes[slot][r] = __ldg(packed + wordOffset[r] + 4 * c);
+      const uint32_t block = (elementOffset[r] + 64 * c) >> w.blockShift;
+      absmax[slot][r] =
+          nested ? LoadedAbsmax{__ldg(w.absmaxCodes + block),
+                                __ldg(w.absmaxScales +
+                                      (block >> w.dqBlockShift))}
+                 : LoadedAbsmax{0u, __ldg(w.absmax + block)};
     }
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
-      acts[slot][tile][0] = __ldg(activations[tile] + 8 * c);
-      acts[slot][tile][1] = __ldg(activations[tile] + 8 * c + 1);
+      acts[slot][tile][0] = __ldg(activations + actOffset[tile] + 8 * c);
+      acts[slot][tile][1] = __ldg(activations + actOffset[tile] + 8 * c + 1);
     }
+  };
+  auto decode = [&](LoadedAbsmax loaded) {
+    return nested ? __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
+                              w.offset)
+                  : loaded.scale;
   };
 #pragma unroll
   for (int d = 0; d < kDepth; ++d)
@@ -127,10 +136,11 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
       float chunk[kTiles][4] = {};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        uint32_t a[4] = {laneTable[byteOf(bytes[d][0], 2 * j) * 32],
-                         laneTable[byteOf(bytes[d][1], 2 * j) * 32],
-                         laneTable[byteOf(bytes[d][0], 2 * j + 1) * 32],
-                         laneTable[byteOf(bytes[d][1], 2 * j + 1) * 32]};
+        uint32_t a[4] = {
+            lookupCodePair(laneTable, byteOf(bytes[d][0], 2 * j)),
+            lookupCodePair(laneTable, byteOf(bytes[d][1], 2 * j)),
+            lookupCodePair(laneTable, byteOf(bytes[d][0], 2 * j + 1)),
+            lookupCodePair(laneTable, byteOf(bytes[d][1], 2 * j + 1))};
 #pragma unroll
         for (int tile = 0; tile < kTiles; ++tile) {
           const uint4 &low = acts[d][tile][0], &high = acts[d][tile][1];
@@ -140,8 +150,7 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
           mma(chunk[tile], a, b);
         }
       }
-      const float scale0 = decodeAbsmax(w, absmax[d][0], dynamicMap);
-      const float scale1 = decodeAbsmax(w, absmax[d][1], dynamicMap);
+      const float scale0 = decode(absmax[d][0]), scale1 = decode(absmax[d][1]);
 #pragma unroll
       for (int tile = 0; tile < kTiles; ++tile) {
         acc[tile][0] = fmaf(scale0, chunk[tile][0], acc[tile][0]);
