@@ -59,17 +59,15 @@ struct GemvTiling {
 };
 
 /// How nf4MatmulSmallM divides its work (one of smallMTilings()): the warps
-/// of a block, which split K, and the chunks of 64 codes each warp keeps in
-/// flight. More warps hide more latency where N gives few blocks.
-/// Measured on the H200: 16 warps at depth 2 is faster at every M <= 8;
-/// above 8 rows the kernel runs 8 warps at depth 4 whichever is asked.
+/// of a block, which split K. More warps hide more latency where N gives
+/// few blocks. Measured on the H200: 16 warps is faster at every M <= 8;
+/// above 8 rows the kernel runs 8 warps whichever is asked.
 struct SmallMTiling {
   int warps = 16;
-  int depth = 2;
 };
 
 /// The tilings nf4MatmulSmallM accepts.
-inline std::vector<SmallMTiling> smallMTilings() { return {{8, 4}, {16, 2}}; }
+inline std::vector<SmallMTiling> smallMTilings() { return {{8}, {16}}; }
 
 /// Every tiling nf4Gemv accepts for M rows of activations.
 std::vector<GemvTiling> gemvTilings(int64_t M);

@@ -22,10 +22,13 @@
 // bf16(code * absmax).
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/cuda/AsyncCopy.cuh"
 #include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/NF4Device.cuh"
 
 #include <cuda_bf16.h>
+
+#include <type_traits>
 
 namespace qlora::cuda {
 namespace {
@@ -48,24 +51,35 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+/// Chunks (of 64 codes, 512 bytes for the tile's 16 rows) a warp copies per
+/// stage; each warp double-buffers its stages.
+constexpr int kStageChunks = 4;
+constexpr int kChunkBytes = kTileRows * 32;
+
+template <int kWarps> constexpr int stageBytes() {
+  return kWarps * 2 * kStageChunks * kChunkBytes;
+}
+
 /// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16; kWarps warps
-/// split K, each with kDepth chunks in flight (SmallMTiling). The loop
-/// keeps its addresses as per-lane pointers and 32-bit offsets that advance
-/// by constants (the host checks that N * K fits), and has no per-load
-/// bounds checks: rows past N read row N - 1 and activation columns past M
-/// read row M - 1; neither result is stored.
-template <int kTiles, int kWarps, int kDepth>
+/// split K (SmallMTiling). Each warp copies its chunks of the 16 rows into
+/// shared memory with cp.async, a stage of 4 chunks at a time and two
+/// stages ahead, so its bytes are in flight without holding registers;
+/// stage 0 and 1 are issued before the tables are filled. The block maxima
+/// of a stage are loaded two per lane into registers, decoded into shared
+/// memory when the stage arrives, and read from there by the four lanes of
+/// each row. Addresses are 32-bit offsets from the kernel's base pointers
+/// (the host checks that N * K fits); rows past N read row N - 1 and
+/// activation columns past M read row M - 1; neither result is stored.
+template <int kTiles, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
     smallMKernel(const uint16_t *__restrict__ x, int M,
                  const __grid_constant__ NF4DeviceWeight w,
                  const __grid_constant__ detail::NF4Tables tables,
                  uint16_t *__restrict__ y) {
+  extern __shared__ __align__(16) uint8_t stageMemory[];
   __shared__ uint32_t codePairs[detail::kCodePairTableWords];
   __shared__ float dynamicMap[256];
-  __shared__ float partial[kWarps][kTileRows][8 * kTiles];
-  detail::loadCodePairTable(tables, codePairs);
-  detail::loadDynamicMap(tables, dynamicMap);
-  __syncthreads();
+  __shared__ float scales[kWarps][2][kTileRows][kStageChunks];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
@@ -74,83 +88,120 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   const uint32_t chunks = K / 64;
   const uint32_t begin = chunks * warp / kWarps;
   const int count = int(chunks * (warp + 1) / kWarps - begin);
-  const uint32_t laneTable = detail::codePairLaneAddress(codePairs);
+  const int stages = (count + kStageChunks - 1) / kStageChunks;
   const bool nested = w.absmaxCodes != nullptr;
+  uint8_t *warpStages = stageMemory + warp * 2 * kStageChunks * kChunkBytes;
 
-  // This lane's first chunk, as 32-bit offsets from the kernel's base
-  // pointers: its 8 bytes of rows g and g + 8 (uint2 units; a chunk is 4),
-  // their first elements (for the block maxima), and its 16 activations of
-  // column g of each tile (uint4 units; a chunk is 8).
-  uint32_t wordOffset[2], elementOffset[2];
+  // Lane L copies 16 bytes of row L / 2 of each chunk, and loads the block
+  // maxima of that row for chunks 2 (L % 2) and 2 (L % 2) + 1 of a stage.
+  const uint32_t copyRow = min(firstRow + lane / 2, N - 1);
+  const uint32_t copyElement = copyRow * K + begin * 64;
+  const uint8_t *copySource = w.packed + copyElement / 2 + 16 * (lane % 2);
+  uint8_t *copyTarget = warpStages + (lane / 2) * 32 + 16 * (lane % 2);
+  LoadedAbsmax pending[2][2];
+
+  auto issue = [&](int stage, auto bufferConstant) {
+    constexpr int buffer = decltype(bufferConstant)::value;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const uint32_t row = min(firstRow + g + 8 * r, N - 1);
-    elementOffset[r] = row * K + begin * 64;
-    wordOffset[r] = elementOffset[r] / 16 + t;
-  }
+    for (int i = 0; i < kStageChunks; ++i) {
+      const int c = stage * kStageChunks + i;
+      const bool valid = c < count;
+      detail::cpAsync16(copyTarget + (buffer * kStageChunks + i) * kChunkBytes,
+                        copySource + (valid ? c : 0) * 32, valid);
+    }
+    detail::cpAsyncCommit();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int c = min(stage * kStageChunks + 2 * (lane % 2) + i, count - 1);
+      const uint32_t block = (copyElement + 64 * c) >> w.blockShift;
+      pending[buffer][i] =
+          nested ? LoadedAbsmax{__ldg(w.absmaxCodes + block),
+                                __ldg(w.absmaxScales +
+                                      (block >> w.dqBlockShift))}
+                 : LoadedAbsmax{0u, __ldg(w.absmax + block)};
+    }
+  };
+  if (stages > 0)
+    issue(0, std::integral_constant<int, 0>{});
+  if (stages > 1)
+    issue(1, std::integral_constant<int, 1>{});
+  else
+    detail::cpAsyncCommit(); // an empty group keeps the waits uniform
+
+  detail::loadCodePairTable(tables, codePairs);
+  detail::loadDynamicMap(tables, dynamicMap);
+  __syncthreads();
+  const uint32_t laneTable = detail::codePairLaneAddress(codePairs);
+
+  // This lane's 16 activations of column g of each tile, a chunk ahead.
+  const uint4 *activations = reinterpret_cast<const uint4 *>(x);
   uint32_t actOffset[kTiles];
 #pragma unroll
   for (int tile = 0; tile < kTiles; ++tile) {
     const uint32_t m = min(g + 8 * tile, uint32_t(M - 1));
     actOffset[tile] = (m * K + begin * 64) / 8 + 2 * t;
   }
-  const uint2 *packed = reinterpret_cast<const uint2 *>(w.packed);
-  const uint4 *activations = reinterpret_cast<const uint4 *>(x);
-
-  uint2 bytes[kDepth][2];
-  LoadedAbsmax absmax[kDepth][2];
-  uint4 acts[kDepth][kTiles][2];
-  auto load = [&](int c, int slot) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      bytes[slot][r] = __ldg(packed + wordOffset[r] + 4 * c);
-      const uint32_t block = (elementOffset[r] + 64 * c) >> w.blockShift;
-      absmax[slot][r] =
-          nested ? LoadedAbsmax{__ldg(w.absmaxCodes + block),
-                                __ldg(w.absmaxScales +
-                                      (block >> w.dqBlockShift))}
-                 : LoadedAbsmax{0u, __ldg(w.absmax + block)};
-    }
+  uint4 next[kTiles][2];
+  auto loadActivations = [&](int c) {
 #pragma unroll
     for (int tile = 0; tile < kTiles; ++tile) {
-      acts[slot][tile][0] = __ldg(activations + actOffset[tile] + 8 * c);
-      acts[slot][tile][1] = __ldg(activations + actOffset[tile] + 8 * c + 1);
+      next[tile][0] = __ldg(activations + actOffset[tile] + 8 * c);
+      next[tile][1] = __ldg(activations + actOffset[tile] + 8 * c + 1);
     }
   };
-  auto decode = [&](LoadedAbsmax loaded) {
-    return nested ? __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
-                              w.offset)
-                  : loaded.scale;
-  };
-#pragma unroll
-  for (int d = 0; d < kDepth; ++d)
-    if (d < count)
-      load(d, d);
+  if (count > 0)
+    loadActivations(0);
 
   float acc[kTiles][4] = {};
-  for (int c0 = 0; c0 < count; c0 += kDepth) {
+  auto consume = [&](int stage, auto bufferConstant) {
+    constexpr int buffer = decltype(bufferConstant)::value;
+    // This lane's copies of the stage have landed; the warp's, after the
+    // barrier. Its block maxima are decoded for the four lanes of a row.
+    detail::cpAsyncWait<1>();
 #pragma unroll
-    for (int d = 0; d < kDepth; ++d) {
-      if (c0 + d >= count)
+    for (int i = 0; i < 2; ++i) {
+      const LoadedAbsmax loaded = pending[buffer][i];
+      scales[warp][buffer][lane / 2][2 * (lane % 2) + i] =
+          nested ? __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
+                             w.offset)
+                 : loaded.scale;
+    }
+    __syncwarp();
+    const uint8_t *chunkBase =
+        warpStages + buffer * kStageChunks * kChunkBytes + 8 * t;
+#pragma unroll
+    for (int i = 0; i < kStageChunks; ++i) {
+      const int c = stage * kStageChunks + i;
+      if (c >= count)
         break;
+      uint4 acts[kTiles][2];
+#pragma unroll
+      for (int tile = 0; tile < kTiles; ++tile)
+        acts[tile][0] = next[tile][0], acts[tile][1] = next[tile][1];
+      if (c + 1 < count)
+        loadActivations(c + 1);
+      const uint2 row0 =
+          *reinterpret_cast<const uint2 *>(chunkBase + i * kChunkBytes + g * 32);
+      const uint2 row1 = *reinterpret_cast<const uint2 *>(
+          chunkBase + i * kChunkBytes + (g + 8) * 32);
       float chunk[kTiles][4] = {};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        uint32_t a[4] = {
-            lookupCodePair(laneTable, byteOf(bytes[d][0], 2 * j)),
-            lookupCodePair(laneTable, byteOf(bytes[d][1], 2 * j)),
-            lookupCodePair(laneTable, byteOf(bytes[d][0], 2 * j + 1)),
-            lookupCodePair(laneTable, byteOf(bytes[d][1], 2 * j + 1))};
+        uint32_t a[4] = {lookupCodePair(laneTable, byteOf(row0, 2 * j)),
+                         lookupCodePair(laneTable, byteOf(row1, 2 * j)),
+                         lookupCodePair(laneTable, byteOf(row0, 2 * j + 1)),
+                         lookupCodePair(laneTable, byteOf(row1, 2 * j + 1))};
 #pragma unroll
         for (int tile = 0; tile < kTiles; ++tile) {
-          const uint4 &low = acts[d][tile][0], &high = acts[d][tile][1];
+          const uint4 &low = acts[tile][0], &high = acts[tile][1];
           const uint32_t words[8] = {low.x,  low.y,  low.z,  low.w,
                                      high.x, high.y, high.z, high.w};
           uint32_t b[2] = {words[2 * j], words[2 * j + 1]};
           mma(chunk[tile], a, b);
         }
       }
-      const float scale0 = decode(absmax[d][0]), scale1 = decode(absmax[d][1]);
+      const float scale0 = scales[warp][buffer][g][i];
+      const float scale1 = scales[warp][buffer][g + 8][i];
 #pragma unroll
       for (int tile = 0; tile < kTiles; ++tile) {
         acc[tile][0] = fmaf(scale0, chunk[tile][0], acc[tile][0]);
@@ -158,11 +209,27 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
         acc[tile][2] = fmaf(scale1, chunk[tile][2], acc[tile][2]);
         acc[tile][3] = fmaf(scale1, chunk[tile][3], acc[tile][3]);
       }
-      // This slot is used: refill it kDepth chunks ahead.
-      if (c0 + d + kDepth < count)
-        load(c0 + d + kDepth, d);
     }
+    // Every lane is done with this buffer: refill it two stages ahead.
+    __syncwarp();
+    if (stage + 2 < stages)
+      issue(stage + 2, bufferConstant);
+    else
+      detail::cpAsyncCommit();
+  };
+  for (int stage = 0; stage < stages; stage += 2) {
+    consume(stage, std::integral_constant<int, 0>{});
+    if (stage + 1 < stages)
+      consume(stage + 1, std::integral_constant<int, 1>{});
   }
+
+  // The partial tiles go where the code pair table was.
+  __syncthreads();
+  float(*partial)[kTileRows][8 * kTiles] =
+      reinterpret_cast<float(*)[kTileRows][8 * kTiles]>(codePairs);
+  static_assert(sizeof(float) * kWarps * kTileRows * 8 * kTiles <=
+                    sizeof(codePairs),
+                "the partial tiles fit in the code pair table");
 #pragma unroll
   for (int tile = 0; tile < kTiles; ++tile) {
     int m = 8 * tile + 2 * t;
@@ -185,16 +252,31 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   }
 }
 
+/// Launches one instantiation, raising its dynamic shared-memory limit once.
+template <int kTiles, int kWarps>
+Status launchSmallM(const uint16_t *x, int64_t M, const NF4DeviceWeight &w,
+                    uint16_t *y, cudaStream_t stream) {
+  static const cudaError_t raised = cudaFuncSetAttribute(
+      smallMKernel<kTiles, kWarps>,
+      cudaFuncAttributeMaxDynamicSharedMemorySize, stageBytes<kWarps>());
+  QLORA_CUDA_RETURN_IF_ERROR(raised);
+  const int64_t blocks = (w.rows + kTileRows - 1) / kTileRows;
+  smallMKernel<kTiles, kWarps>
+      <<<blocks, kWarps * 32, stageBytes<kWarps>(), stream>>>(
+          x, int(M), w, detail::hostTables(), y);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
 } // namespace
 
 Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
                        const NF4DeviceWeight &weight, uint16_t *y,
                        cudaStream_t stream, SmallMTiling tiling) {
-  if (!((tiling.warps == 8 && tiling.depth == 4) ||
-        (tiling.warps == 16 && tiling.depth == 2)))
-    return makeError("nf4MatmulSmallM: no tiling with {} warps and depth {} "
-                     "(known: 8 warps at depth 4, 16 at depth 2)",
-                     tiling.warps, tiling.depth);
+  if (tiling.warps != 8 && tiling.warps != 16)
+    return makeError("nf4MatmulSmallM: no tiling with {} warps (known: 8, "
+                     "16)",
+                     tiling.warps);
   if (M < 1 || M > 16)
     return makeError("nf4MatmulSmallM: expects 1 <= M <= 16, got {}", M);
   if (weight.cols % 64 != 0 || weight.blockSize % 64 != 0)
@@ -209,21 +291,13 @@ Status nf4MatmulSmallM(const uint16_t *x, int64_t M,
   Expected<NF4DeviceWeight> prepared = detail::prepare(weight);
   if (!prepared)
     return prepared.error().withContext("nf4MatmulSmallM");
-  const int64_t blocks = (weight.rows + kTileRows - 1) / kTileRows;
-  auto launch = [&](auto kernel, int warps) {
-    kernel<<<blocks, warps * 32, 0, stream>>>(x, int(M), *prepared,
-                                             detail::hostTables(), y);
-  };
-  // Two activation tiles take the registers of the wide tiling: M > 8
-  // runs 8 warps whichever tiling is asked.
+  // Two activation tiles take the registers of 16 warps: M > 8 runs 8
+  // warps whichever tiling is asked.
   if (M > 8)
-    launch(smallMKernel<2, 8, 4>, 8);
-  else if (tiling.warps == 16)
-    launch(smallMKernel<1, 16, 2>, 16);
-  else
-    launch(smallMKernel<1, 8, 4>, 8);
-  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return Status::ok();
+    return launchSmallM<2, 8>(x, M, *prepared, y, stream);
+  if (tiling.warps == 16)
+    return launchSmallM<1, 16>(x, M, *prepared, y, stream);
+  return launchSmallM<1, 8>(x, M, *prepared, y, stream);
 }
 
 } // namespace qlora::cuda

@@ -234,8 +234,8 @@ std::string figureName(const Row &row) {
   bool gradInput = row.path == Path::GradInput;
   std::string gemv = " (GEMV " + std::to_string(row.tiling.warpsPerRow) +
                      "w" + std::to_string(row.tiling.steps) + "s)";
-  std::string smallM = " (tensor cores " + std::to_string(row.smallM.warps) +
-                       "w" + std::to_string(row.smallM.depth) + "d)";
+  std::string smallM =
+      " (tensor cores " + std::to_string(row.smallM.warps) + "w)";
   return std::string(gradInput ? "dX  " : "fwd ") +
          "M=" + std::to_string(row.M) +
          (row.path == Path::Gemv        ? gemv
