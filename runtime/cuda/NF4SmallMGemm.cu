@@ -54,10 +54,10 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4],
 /// Chunks (of 64 codes, 512 bytes for the tile's 16 rows) a warp copies per
 /// stage; each warp double-buffers its stages.
 constexpr int kStageChunks = 4;
-constexpr int kChunkBytes = kTileRows * 32;
+constexpr int kStageBytesPerWarp = kTileRows * kStageChunks * 32;
 
 template <int kWarps> constexpr int stageBytes() {
-  return kWarps * 2 * kStageChunks * kChunkBytes;
+  return kWarps * 2 * kStageBytesPerWarp;
 }
 
 /// kTiles 8-column tiles of Yᵀ: 1 for M <= 8, 2 for M <= 16; kWarps warps
@@ -90,30 +90,44 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   const int count = int(chunks * (warp + 1) / kWarps - begin);
   const int stages = (count + kStageChunks - 1) / kStageChunks;
   const bool nested = w.absmaxCodes != nullptr;
-  uint8_t *warpStages = stageMemory + warp * 2 * kStageChunks * kChunkBytes;
+  uint8_t *warpStages = stageMemory + warp * 2 * kStageBytesPerWarp;
 
-  // Lane L copies 16 bytes of row L / 2 of each chunk, and loads the block
-  // maxima of that row for chunks 2 (L % 2) and 2 (L % 2) + 1 of a stage.
-  const uint32_t copyRow = min(firstRow + lane / 2, N - 1);
-  const uint32_t copyElement = copyRow * K + begin * 64;
-  const uint8_t *copySource = w.packed + copyElement / 2 + 16 * (lane % 2);
-  uint8_t *copyTarget = warpStages + (lane / 2) * 32 + 16 * (lane % 2);
+  // A stage holds each of the 16 rows' 128 contiguous bytes (4 chunks), so
+  // that every cp.async instruction reads whole 128-byte lines: lane L
+  // copies 16-byte piece L % 8 of rows L / 8, 4 + L / 8, 8 + L / 8 and
+  // 12 + L / 8. In shared memory chunk i of row r sits in 32-byte slot
+  // i ^ (r % 4) of the row's 128 bytes, so that the fragment reads of rows
+  // g = 0..3 (one half-warp) fall in distinct banks.
+  const int piece = lane % 8;
+  uint32_t copyByte[4];
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t row = min(firstRow + 4 * q + lane / 8, N - 1);
+    copyByte[q] = (row * K + begin * 64) / 2 + 16 * piece;
+  }
+  // The block maxima: lane L loads those of row L / 2 for chunks
+  // 2 (L % 2) and 2 (L % 2) + 1 of each stage.
+  const uint32_t absmaxElement =
+      min(firstRow + lane / 2, N - 1) * K + begin * 64;
   LoadedAbsmax pending[2][2];
 
   auto issue = [&](int stage, auto bufferConstant) {
     constexpr int buffer = decltype(bufferConstant)::value;
+    const bool valid = stage * kStageChunks + piece / 2 < count;
 #pragma unroll
-    for (int i = 0; i < kStageChunks; ++i) {
-      const int c = stage * kStageChunks + i;
-      const bool valid = c < count;
-      detail::cpAsync16(copyTarget + (buffer * kStageChunks + i) * kChunkBytes,
-                        copySource + (valid ? c : 0) * 32, valid);
+    for (int q = 0; q < 4; ++q) {
+      const int row = 4 * q + lane / 8;
+      uint8_t *target = warpStages + buffer * kStageBytesPerWarp + row * 128 +
+                        ((piece / 2) ^ (row % 4)) * 32 + 16 * (piece % 2);
+      detail::cpAsync16(target,
+                        w.packed + copyByte[q] + (valid ? stage * 128 : 0),
+                        valid);
     }
     detail::cpAsyncCommit();
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int c = min(stage * kStageChunks + 2 * (lane % 2) + i, count - 1);
-      const uint32_t block = (copyElement + 64 * c) >> w.blockShift;
+      const uint32_t block = (absmaxElement + 64 * c) >> w.blockShift;
       pending[buffer][i] =
           nested ? LoadedAbsmax{__ldg(w.absmaxCodes + block),
                                 __ldg(w.absmaxScales +
@@ -167,8 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
                  : loaded.scale;
     }
     __syncwarp();
-    const uint8_t *chunkBase =
-        warpStages + buffer * kStageChunks * kChunkBytes + 8 * t;
+    const uint8_t *stageBase = warpStages + buffer * kStageBytesPerWarp + 8 * t;
 #pragma unroll
     for (int i = 0; i < kStageChunks; ++i) {
       const int c = stage * kStageChunks + i;
@@ -180,10 +193,12 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
         acts[tile][0] = next[tile][0], acts[tile][1] = next[tile][1];
       if (c + 1 < count)
         loadActivations(c + 1);
+      // Rows g and g + 8 share their slot swizzle (8 is a multiple of 4).
+      const int slot = (i ^ (g % 4)) * 32;
       const uint2 row0 =
-          *reinterpret_cast<const uint2 *>(chunkBase + i * kChunkBytes + g * 32);
-      const uint2 row1 = *reinterpret_cast<const uint2 *>(
-          chunkBase + i * kChunkBytes + (g + 8) * 32);
+          *reinterpret_cast<const uint2 *>(stageBase + g * 128 + slot);
+      const uint2 row1 =
+          *reinterpret_cast<const uint2 *>(stageBase + (g + 8) * 128 + slot);
       float chunk[kTiles][4] = {};
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
