@@ -59,15 +59,20 @@ struct GemvTiling {
 };
 
 /// How nf4MatmulSmallM divides its work (one of smallMTilings()): the warps
-/// of a block, which split K. More warps hide more latency where N gives
-/// few blocks. Measured on the H200: 16 warps is faster at every M <= 8;
-/// above 8 rows the kernel runs 8 warps whichever is asked.
+/// of a block, which split K. Above 8 rows the kernel runs 8 warps
+/// whichever is asked (two activation tiles take the registers of 16).
 struct SmallMTiling {
-  int warps = 16;
+  int warps = 8;
 };
 
 /// The tilings nf4MatmulSmallM accepts.
 inline std::vector<SmallMTiling> smallMTilings() { return {{8}, {16}}; }
+
+/// The tiling nf4Matmul uses, by the H200 measurements in the README: 16
+/// warps where the weight's 16-row tiles are fewer than two per SM and K
+/// fits one stage of 16 warps (4096), 8 warps otherwise.
+SmallMTiling chooseSmallMTiling(const NF4DeviceWeight &weight,
+                                int multiprocessors);
 
 /// Every tiling nf4Gemv accepts for M rows of activations.
 std::vector<GemvTiling> gemvTilings(int64_t M);

@@ -5,6 +5,7 @@
 // entry point and the crossovers live in one place.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/NF4Kernels.h"
 
 namespace qlora::cuda {
@@ -24,6 +25,17 @@ NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
   return NF4MatmulPath::DequantGemm;
 }
 
+SmallMTiling chooseSmallMTiling(const NF4DeviceWeight &weight,
+                                int multiprocessors) {
+  // Measured: 16 warps win only where the row tiles leave SMs short of a
+  // second block and each of 16 warps holds a single stage (4096 x 4096);
+  // elsewhere 8 warps, with more chunks each, are faster.
+  const int64_t rowTiles = (weight.rows + 15) / 16;
+  const bool fewTiles = rowTiles < 2 * int64_t(multiprocessors);
+  const bool singleStage = weight.cols <= 16 * 4 * 64;
+  return SmallMTiling{fewTiles && singleStage ? 16 : 8};
+}
+
 Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
                  const NF4DeviceWeight &weight, uint16_t *scratch, uint16_t *y,
                  cudaStream_t stream, const GemmEpilogue &epilogue) {
@@ -32,8 +44,14 @@ Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
   switch (chooseNF4MatmulPath(M, weight, epilogue)) {
   case NF4MatmulPath::Gemv:
     return nf4Gemv(x, M, weight, y, stream);
-  case NF4MatmulPath::SmallM:
-    return nf4MatmulSmallM(x, M, weight, y, stream);
+  case NF4MatmulPath::SmallM: {
+    int device = 0, multiprocessors = 0;
+    QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
+        &multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    return nf4MatmulSmallM(x, M, weight, y, stream,
+                           chooseSmallMTiling(weight, multiprocessors));
+  }
   case NF4MatmulPath::DequantGemm:
     break;
   }

@@ -245,6 +245,15 @@ TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
   EXPECT_EQ(chooseNF4MatmulPath(4, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(16, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(17, weight), NF4MatmulPath::DequantGemm);
+  // 16 warps only where 132 SMs get fewer than two row tiles each and K is
+  // one stage of 16 warps.
+  EXPECT_EQ(chooseSmallMTiling(weight, 132).warps, 16);
+  weight.rows = 11008;
+  EXPECT_EQ(chooseSmallMTiling(weight, 132).warps, 8);
+  weight.rows = 4096;
+  weight.cols = 11008;
+  EXPECT_EQ(chooseSmallMTiling(weight, 132).warps, 8);
+  weight.cols = 4096;
   // Only dequantize + cuBLAS applies epilogues.
   uint16_t residual = 0;
   EXPECT_EQ(chooseNF4MatmulPath(1, weight, GemmEpilogue{&residual, nullptr}),
