@@ -103,11 +103,19 @@ std::vector<double> reference(const NF4Weight &weight,
 /// A small-M forward product under test: y (=) x[M, K] · Wᵀ.
 using Forward = std::function<Status(const uint16_t *x, uint16_t *y)>;
 
+/// The bound for products whose weight enters as bf16(code) * absmax
+/// instead of the reference's bf16(code * absmax): up to one more bf16
+/// rounding per weight on top of the output's, and the shapes here have as
+/// few as 40 outputs, so the error norm itself scatters (0.0040 seen once
+/// in a racecheck run at 40x640, M = 1). A wrong code or block maximum
+/// gives errors near 1.
+constexpr double kBf16CodeBound = 6e-3;
+
 /// Runs `forward` on fresh random x into a poisoned y and compares with the
 /// float64 reference; `what` names the case in a failure.
 void expectForwardMatches(const NF4Weight &weight, int64_t M,
                           std::vector<uint16_t> x, const Forward &forward,
-                          const std::string &what) {
+                          const std::string &what, double bound = 4e-3) {
   Expected<DeviceBuffer<uint16_t>> dx = DeviceBuffer<uint16_t>::upload(x);
   Expected<DeviceBuffer<uint16_t>> dy =
       DeviceBuffer<uint16_t>::allocate(M * weight.shape[0]);
@@ -115,7 +123,7 @@ void expectForwardMatches(const NF4Weight &weight, int64_t M,
   ASSERT_TRUE(forward(dx->data(), dy->data())) << what;
   Expected<std::vector<uint16_t>> y = dy->download();
   ASSERT_TRUE(y) << y.message();
-  EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), 4e-3) << what;
+  EXPECT_LT(relativeError(*y, reference(weight, x, M, false)), bound) << what;
 }
 
 std::string describe(Shape shape, int64_t M) {
@@ -174,7 +182,8 @@ TEST_F(CudaNF4, SmallMTensorCoresMatchTheReference) {
               return nf4MatmulSmallM(x, M, device->view, y, nullptr, tiling);
             },
             describe(shape, M) + " with " + std::to_string(tiling.warps) +
-                " warps");
+                " warps",
+            kBf16CodeBound);
   }
   NF4Weight odd = quantized(64, 96, true); // K = 96 is not a multiple of 64
   Expected<DeviceNF4> device = DeviceNF4::upload(odd);
@@ -232,7 +241,7 @@ TEST_F(CudaNF4, MatmulTakesEachPathToTheReference) {
             return nf4Matmul(blas(), x, M, device->view, scratch->data(), y,
                              nullptr);
           },
-          describe(shape, M));
+          describe(shape, M), kBf16CodeBound);
   }
 }
 
