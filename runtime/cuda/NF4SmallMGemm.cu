@@ -6,14 +6,15 @@
 // 8-column B operand. A block owns 16 weight rows and its warps (8 or 16,
 // SmallMTiling) split K; the partial tiles are summed in shared memory.
 //
-// The weight is read once, at its packed size, and each lane loads only the
-// bytes its own fragments use. A dot product does not care in which order
-// it meets its k, so the mma's k order is permuted to fit the packing: for
-// each 64-element chunk (one quantization block or part of one), lane t of
-// a row's four loads the 8 contiguous bytes 8t..8t+7 (codes 16t..16t+15),
-// and mma j of the chunk takes bytes 8t+2j and 8t+2j+1 as its logical k
-// 2t..2t+1 and 2t+8..2t+9. The activation fragment follows the same
-// permutation: codes 16t+4j..16t+4j+3 of the chunk.
+// The weight is read once, at its packed size, in whole 128-byte lines
+// staged in shared memory (see the kernel), and each lane reads there only
+// the bytes its own fragments use. A dot product does not care in which
+// order it meets its k, so the mma's k order is permuted to fit the
+// packing: for each 64-element chunk (one quantization block or part of
+// one), lane t of a row's four reads the 8 contiguous bytes 8t..8t+7
+// (codes 16t..16t+15), and mma j of the chunk takes bytes 8t+2j and 8t+2j+1
+// as its logical k 2t..2t+1 and 2t+8..2t+9. The activation fragment follows
+// the same permutation: codes 16t+4j..16t+4j+3 of the chunk.
 //
 // A byte becomes the bf16 pair of its two codes with one conflict-free
 // shared-memory lookup (NF4Device.cuh); the block maximum multiplies the
