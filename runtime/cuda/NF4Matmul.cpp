@@ -18,7 +18,8 @@ NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
   const int64_t K = weight.cols;
   // Measured: the tensor-core kernel beats the GEMV at every M; the GEMV
   // remains for K that is not a multiple of 64.
-  if (K % 64 == 0 && weight.blockSize % 64 == 0)
+  const bool offsetsFit = weight.rows * K < (int64_t(1) << 32);
+  if (K % 64 == 0 && weight.blockSize % 64 == 0 && offsetsFit)
     return NF4MatmulPath::SmallM;
   if (M <= 8 && K % 8 == 0)
     return NF4MatmulPath::Gemv;

@@ -254,6 +254,10 @@ TEST(CudaNF4Arguments, MatmulPathsByShapeClass) {
   EXPECT_EQ(chooseNF4MatmulPath(4, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(16, weight), NF4MatmulPath::SmallM);
   EXPECT_EQ(chooseNF4MatmulPath(17, weight), NF4MatmulPath::DequantGemm);
+  // A weight past the small-M kernel's 32-bit offsets takes the GEMV.
+  NF4DeviceWeight huge = weight;
+  huge.rows = int64_t(1) << 20;
+  EXPECT_EQ(chooseNF4MatmulPath(1, huge), NF4MatmulPath::Gemv);
   // 16 warps only where 132 SMs get fewer than two row tiles each and K is
   // one stage of 16 warps.
   EXPECT_EQ(chooseSmallMTiling(weight, 132).warps, 16);
@@ -316,6 +320,16 @@ TEST(CudaNF4Arguments, TilingsAndShapeErrors) {
         << status.message();
   }
   // The small-M kernel checks its tiling before its shape or the GPU.
+  // Offsets are 32-bit in the small-M kernel: a weight of 2^32 elements is
+  // refused by name before anything runs.
+  NF4DeviceWeight huge;
+  huge.rows = int64_t(1) << 20;
+  huge.cols = int64_t(1) << 12;
+  huge.blockSize = 64;
+  Status tooLarge = nf4MatmulSmallM(nullptr, 1, huge, nullptr, nullptr);
+  ASSERT_FALSE(tooLarge);
+  EXPECT_NE(tooLarge.message().find("32-bit offsets"), std::string::npos)
+      << tooLarge.message();
   for (SmallMTiling bad : {SmallMTiling{12}, SmallMTiling{4}}) {
     Status status = nf4MatmulSmallM(nullptr, 1, weight, nullptr, nullptr, bad);
     ASSERT_FALSE(status);
