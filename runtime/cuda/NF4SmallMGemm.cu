@@ -90,7 +90,6 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
   const uint32_t begin = chunks * warp / kWarps;
   const int count = int(chunks * (warp + 1) / kWarps - begin);
   const int stages = (count + kStageChunks - 1) / kStageChunks;
-  const bool nested = w.absmaxCodes != nullptr;
   uint8_t *warpStages = stageMemory + warp * 2 * kStageBytesPerWarp;
 
   // A stage holds each of the 16 rows' 128 contiguous bytes (4 chunks), so
@@ -128,12 +127,8 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int c = min(stage * kStageChunks + 2 * (lane % 2) + i, count - 1);
-      const uint32_t block = (absmaxElement + 64 * c) >> w.blockShift;
       pending[buffer][i] =
-          nested ? LoadedAbsmax{__ldg(w.absmaxCodes + block),
-                                __ldg(w.absmaxScales +
-                                      (block >> w.dqBlockShift))}
-                 : LoadedAbsmax{0u, __ldg(w.absmax + block)};
+          detail::loadAbsmax(w, (absmaxElement + 64 * c) >> w.blockShift);
     }
   };
   if (stages > 0)
@@ -175,11 +170,8 @@ __global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 2 : 1)
     detail::cpAsyncWait<1>();
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const LoadedAbsmax loaded = pending[buffer][i];
       scales[warp][buffer][lane / 2][2 * (lane % 2) + i] =
-          nested ? __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
-                             w.offset)
-                 : loaded.scale;
+          detail::decodeAbsmax(w, pending[buffer][i], dynamicMap);
     }
     __syncwarp();
     const uint8_t *stageBase = warpStages + buffer * kStageBytesPerWarp + 8 * t;
