@@ -97,13 +97,12 @@ Status dequantizeNF4Rows(const NF4DeviceWeight &weight, int64_t rowBegin,
   int64_t firstWord = rowBegin * K / 8;
   int64_t endWord = rowEnd == weight.rows ? weight.numElements() / 8
                                           : rowEnd * K / 8;
-  int device = 0, sms = 0;
-  QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  QLORA_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  Expected<int> sms = currentMultiprocessors();
+  if (!sms)
+    return sms.error();
   int64_t perBlock = int64_t(kThreads) * kWordsPerThread;
   int64_t blocks = std::min<int64_t>(
-      (endWord - firstWord + perBlock - 1) / perBlock, int64_t(sms) * 16);
+      (endWord - firstWord + perBlock - 1) / perBlock, int64_t(*sms) * 16);
   dequantizeKernel<<<std::max<int64_t>(blocks, 1), kThreads, 0, stream>>>(
       *prepared, detail::hostTables(), firstWord, endWord, out);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());

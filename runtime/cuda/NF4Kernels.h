@@ -182,4 +182,7 @@ Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
 /// Whether a CUDA device is present (tests and tools skip without one).
 bool haveCudaDevice();
 
+/// The current device's SM count, which sizes grids and picks tilings.
+Expected<int> currentMultiprocessors();
+
 } // namespace qlora::cuda

@@ -5,7 +5,6 @@
 // entry point and the crossovers live in one place.
 //
 //===----------------------------------------------------------------------===//
-#include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/NF4Kernels.h"
 
 namespace qlora::cuda {
@@ -46,12 +45,11 @@ Status nf4Matmul(cublasHandle_t blas, const uint16_t *x, int64_t M,
   case NF4MatmulPath::Gemv:
     return nf4Gemv(x, M, weight, y, stream);
   case NF4MatmulPath::SmallM: {
-    int device = 0, multiprocessors = 0;
-    QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-    QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
-        &multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    Expected<int> multiprocessors = currentMultiprocessors();
+    if (!multiprocessors)
+      return multiprocessors.error();
     return nf4MatmulSmallM(x, M, weight, y, stream,
-                           chooseSmallMTiling(weight, multiprocessors));
+                           chooseSmallMTiling(weight, *multiprocessors));
   }
   case NF4MatmulPath::DequantGemm:
     break;

@@ -1,4 +1,5 @@
 //===- NF4Tables.cu - The tables NF4 kernels decode with ---------------------===//
+#include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/NF4Device.cuh"
 
 #include "runtime/DoubleQuant.h"
@@ -47,6 +48,14 @@ Expected<NF4DeviceWeight> prepare(const NF4DeviceWeight &weight) {
 bool haveCudaDevice() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+Expected<int> currentMultiprocessors() {
+  int device = 0, multiprocessors = 0;
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  QLORA_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(
+      &multiprocessors, cudaDevAttrMultiProcessorCount, device));
+  return multiprocessors;
 }
 
 } // namespace qlora::cuda
