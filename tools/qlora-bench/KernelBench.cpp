@@ -277,6 +277,12 @@ constexpr int64_t kBackToBackMaxM = 16;
 /// Runs in one back-to-back graph (rounded up to whole rounds of copies).
 constexpr int kBackToBackRuns = 32;
 
+/// One product's figures: once after a flush, and back to back where timed.
+struct Timing {
+  double once;
+  std::optional<double> backToBack;
+};
+
 std::string formatUs(std::optional<double> ms) {
   char text[32];
   if (!ms)
@@ -367,19 +373,19 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
         return status;
     // Once after a flush and, where asked, back to back over the copies.
     auto measure = [&](bool backToBack, const std::function<Status(int)> &body,
-                       int copies) -> Expected<std::pair<double, std::optional<double>>> {
+                       int copies) -> Expected<Timing> {
       Expected<double> once =
           timer->afterFlush(repeats, [&] { return body(0); });
       if (!once)
         return once.error();
       if (!backToBack)
-        return std::make_pair(*once, std::optional<double>());
+        return Timing{*once, std::nullopt};
       int runs = (kBackToBackRuns + copies - 1) / copies * copies;
       Expected<double> b2b = timer->backToBack(
           repeats, runs, [&](int run) { return body(run % copies); });
       if (!b2b)
         return b2b.error();
-      return std::make_pair(*once, std::optional<double>(*b2b));
+      return Timing{*once, *b2b};
     };
     const int nf4Count = int(nf4Copies.size());
     const int denseCount = int(denseCopies.size());
@@ -392,13 +398,12 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
       return dequant.error();
     double bytes = nf4Bytes + denseBytes;
     std::printf("%-12s %-28s %9.1f %6.0f GB/s %9s %7s %9s %9s %7s   (b2b %.0f GB/s)\n",
-                name.c_str(), "dequantize nf4+dq->bf16", dequant->first * 1e3,
-                bytes / (dequant->first * 1e-3) / 1e9, "-", "-",
-                formatUs(dequant->second).c_str(), "-", "-",
-                bytes / (*dequant->second * 1e-3) / 1e9);
+                name.c_str(), "dequantize nf4+dq->bf16", dequant->once * 1e3,
+                bytes / (dequant->once * 1e-3) / 1e9, "-", "-",
+                formatUs(dequant->backToBack).c_str(), "-", "-",
+                bytes / (*dequant->backToBack * 1e-3) / 1e9);
 
     // cuBLAS once per product and M, beside every row of ours.
-    using Timing = std::pair<double, std::optional<double>>;
     std::map<std::pair<bool, int64_t>, Timing> references;
     for (const Row &row : rowsFor(ms, K)) {
       bool gradInput = row.path == Path::GradInput;
@@ -446,12 +451,12 @@ Status run(const std::vector<std::vector<int64_t>> &shapes, int repeats,
         return ours.error();
       double flops = 2.0 * double(M) * double(N) * double(K);
       std::printf("%-12s %-28s %9.1f %6.1f TF/s %9.1f %6.2fx %9s %9s %7s\n",
-                  name.c_str(), figureName(row).c_str(), ours->first * 1e3,
-                  flops / (ours->first * 1e-3) / 1e12, reference.first * 1e3,
-                  reference.first / ours->first,
-                  formatUs(ours->second).c_str(),
-                  formatUs(reference.second).c_str(),
-                  formatRatio(reference.second, ours->second).c_str());
+                  name.c_str(), figureName(row).c_str(), ours->once * 1e3,
+                  flops / (ours->once * 1e-3) / 1e12, reference.once * 1e3,
+                  reference.once / ours->once,
+                  formatUs(ours->backToBack).c_str(),
+                  formatUs(reference.backToBack).c_str(),
+                  formatRatio(reference.backToBack, ours->backToBack).c_str());
     }
   }
   cublasDestroy(blas);

@@ -33,7 +33,6 @@ public:
   Timer &operator=(Timer &&) = delete;
 
   cudaStream_t stream() const { return stream_; }
-  L2Flush::Mode flushMode() const { return flush_.mode(); }
 
   /// Median milliseconds of `body` over `repeats` runs after 3 warm-ups,
   /// each run after an L2 flush.
