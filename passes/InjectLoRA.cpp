@@ -101,7 +101,9 @@ InjectLoRAPass::verifyOptions(ModuleOp module,
            << formatDouble(dropout);
   targets.assign(targetModules.begin(), targetModules.end());
   if (targets.empty())
-    targets.assign({"q_proj", "v_proj"}); // PEFT's default for Llama.
+    for (const std::string &name : ::qlora::StepOptions::names(
+             ::qlora::step_option_defaults::target_modules))
+      targets.push_back(name);
   for (const std::string &target : targets) {
     if (target.empty())
       return module.emitError("qlora-inject-lora: expects non-empty "

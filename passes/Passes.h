@@ -11,6 +11,7 @@
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
+#include "runtime/train/StepOptions.h"
 
 #include <memory>
 
@@ -20,8 +21,9 @@ namespace mlir::qlora {
 #include "passes/Passes.h.inc"
 
 /// Options of `qlora-pipeline`: a switch per stage, to inspect the IR a
-/// stage would have changed, plus the options of each stage's pass under the
-/// same names.
+/// stage would have changed; the options of runtime/train/StepOptions.def
+/// (the ones qlora-compile takes under their Hugging Face names), generated
+/// from it; and the pipeline's own.
 struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
   // Stages, in pipeline order.
   Option<bool> injectLora{*this, "inject-lora",
@@ -40,59 +42,36 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
                               llvm::cl::desc("Run qlora-build-train-step"),
                               llvm::cl::init(true)};
 
-  // qlora-inject-lora.
-  Option<int64_t> r{*this, "r", llvm::cl::desc("LoRA rank (PEFT's r)"),
-                    llvm::cl::init(8)};
-  Option<double> loraAlpha{*this, "lora-alpha",
-                           llvm::cl::desc("LoRA scaling numerator"),
-                           llvm::cl::init(8.0)};
-  Option<double> loraDropout{*this, "lora-dropout",
-                             llvm::cl::desc("LoRA dropout probability"),
-                             llvm::cl::init(0.0)};
-  ListOption<std::string> targetModules{
-      *this, "target-modules",
-      llvm::cl::desc("Modules to adapt, or all-linear (q_proj,v_proj when "
-                     "empty)")};
-  Option<bool> useRslora{*this, "use-rslora",
-                         llvm::cl::desc("Scale by lora_alpha / sqrt(r)"),
-                         llvm::cl::init(false)};
+  // StepOptions.def: Int, Double and Bool options with their defaults; List
+  // options are empty by default, which each pass reads as the default.
+#define QLORA_PIPELINE_OPTION_Int(Field, Default, Name, Help)                  \
+  Option<int64_t> Field{*this, Name, llvm::cl::desc(Help),                     \
+                        llvm::cl::init(Default)};
+#define QLORA_PIPELINE_OPTION_Double(Field, Default, Name, Help)               \
+  Option<double> Field{*this, Name, llvm::cl::desc(Help),                      \
+                       llvm::cl::init(Default)};
+#define QLORA_PIPELINE_OPTION_Bool(Field, Default, Name, Help)                 \
+  Option<bool> Field{*this, Name, llvm::cl::desc(Help),                        \
+                     llvm::cl::init(Default)};
+#define QLORA_PIPELINE_OPTION_List(Field, Default, Name, Help)                 \
+  ListOption<std::string> Field{*this, Name, llvm::cl::desc(Help)};
+#define QLORA_STEP_OPTION(Field, Kind, Default, HfName, PipelineName, Help)    \
+  QLORA_PIPELINE_OPTION_##Kind(Field, Default, PipelineName, Help)
+#include "runtime/train/StepOptions.def"
+#undef QLORA_PIPELINE_OPTION_Int
+#undef QLORA_PIPELINE_OPTION_Double
+#undef QLORA_PIPELINE_OPTION_Bool
+#undef QLORA_PIPELINE_OPTION_List
 
-  // qlora-quantize-weights.
-  Option<int64_t> blockSize{*this, "block-size",
-                            llvm::cl::desc("NF4 elements per absmax block"),
-                            llvm::cl::init(64)};
-  Option<bool> doubleQuant{*this, "double-quant",
-                           llvm::cl::desc("Double-quantize the absmax"),
-                           llvm::cl::init(true)};
+  // Pipeline-only options.
   Option<int64_t> doubleQuantBlockSize{
       *this, "double-quant-block-size",
       llvm::cl::desc("Absmax constants per second-level scale"),
       llvm::cl::init(256)};
-  ListOption<std::string> skipModules{
-      *this, "skip-modules",
-      llvm::cl::desc("Modules kept dense (llm_int8_skip_modules)")};
-
-  // qlora-fuse-dequant-matmul.
   Option<bool> fuseLoraLinear{
       *this, "fuse-lora-linear",
       llvm::cl::desc("Also fold dequantized base weights into lora_linear"),
       llvm::cl::init(true)};
-
-  // qlora-build-train-step.
-  Option<double> maxGradNorm{
-      *this, "max-grad-norm",
-      llvm::cl::desc("Clip gradients to this global 2-norm (0: off)"),
-      llvm::cl::init(0.0)};
-  Option<double> adamBeta1{*this, "adam-beta1", llvm::cl::desc("AdamW beta1"),
-                           llvm::cl::init(0.9)};
-  Option<double> adamBeta2{*this, "adam-beta2", llvm::cl::desc("AdamW beta2"),
-                           llvm::cl::init(0.999)};
-  Option<double> adamEpsilon{*this, "adam-epsilon",
-                             llvm::cl::desc("AdamW epsilon"),
-                             llvm::cl::init(1e-8)};
-  Option<double> weightDecay{*this, "weight-decay",
-                             llvm::cl::desc("AdamW decoupled weight decay"),
-                             llvm::cl::init(0.0)};
   // Code generation, off by default so that the pipeline prints the training
   // step in the qlora dialect; qlora-compile turns both on.
   Option<bool> planMemory{*this, "plan-memory",
@@ -102,6 +81,11 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
                               llvm::cl::desc("Run convert-qlora-to-emitc"),
                               llvm::cl::init(false)};
 };
+
+/// The pipeline options of a qlora-compile invocation: every StepOptions
+/// field copied under its pipeline name.
+void setStepOptions(QLoRAPipelineOptions &pipeline,
+                    const ::qlora::StepOptions &options);
 
 /// Appends the qlora compilation pipeline to `pm`. Shared by qlora-opt
 /// (`--qlora-pipeline`) and qlora-compile so both run the same passes.

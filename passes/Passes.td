@@ -27,14 +27,15 @@ def InjectLoRAPass : Pass<"qlora-inject-lora", "::mlir::ModuleOp"> {
     `use-rslora`) and `dropout = lora-dropout`, and replaces every use of
     the projection with `qlora.add` of the projection and the branch. The
     module gets a `qlora.lora_config` attribute recording r, alpha, dropout
-    and rsLoRA for the adapter export.
+    and rsLoRA for the adapter export. Every default is the one of
+    `runtime/train/StepOptions.def`, which qlora-compile and qlora-train
+    share.
 
     `target-modules` matches like PEFT's `target_modules` list: a target
     names a module by its last path components (`q_proj`,
-    `self_attn.q_proj`). It defaults to PEFT's choice for Llama, `q_proj`
-    and `v_proj`. The single value `all-linear` targets every linear layer
-    except the output layer (`lm_head`, or a projection by a tied embedding
-    table). A target that matches no linear layer is an error, as is a
+    `self_attn.q_proj`). The single value `all-linear`, the default (as
+    in the QLoRA paper), targets every linear layer except the output layer
+    (`lm_head`, or a projection by a tied embedding table). A target that matches no linear layer is an error, as is a
     projection that already has an adapter.
 
     Before:
@@ -54,16 +55,16 @@ def InjectLoRAPass : Pass<"qlora-inject-lora", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::qlora::QLoRADialect"];
   let options = [
-    Option<"r", "r", "int64_t", /*default=*/"8",
+    Option<"r", "r", "int64_t", "::qlora::step_option_defaults::r",
            "Rank of the adapters (PEFT's r)">,
-    Option<"loraAlpha", "lora-alpha", "double", /*default=*/"8.0",
+    Option<"loraAlpha", "lora-alpha", "double", "::qlora::step_option_defaults::lora_alpha",
            "Scaling numerator (PEFT's lora_alpha)">,
-    Option<"loraDropout", "lora-dropout", "double", /*default=*/"0.0",
+    Option<"loraDropout", "lora-dropout", "double", "::qlora::step_option_defaults::lora_dropout",
            "Dropout probability on the adapter input (PEFT's lora_dropout)">,
     ListOption<"targetModules", "target-modules", "std::string",
-               "Modules to adapt (PEFT's target_modules), or all-linear; "
-               "q_proj,v_proj when empty">,
-    Option<"useRslora", "use-rslora", "bool", /*default=*/"false",
+               "Modules to adapt (PEFT's target_modules), or all-linear "
+               "(the default when empty)">,
+    Option<"useRslora", "use-rslora", "bool", "::qlora::step_option_defaults::use_rslora",
            "Scale by lora_alpha / sqrt(r) (PEFT's use_rslora)">
   ];
 }
@@ -100,9 +101,9 @@ def QuantizeWeightsPass : Pass<"qlora-quantize-weights", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::qlora::QLoRADialect"];
   let options = [
-    Option<"blockSize", "block-size", "int64_t", /*default=*/"64",
+    Option<"blockSize", "block-size", "int64_t", "::qlora::step_option_defaults::blocksize",
            "Elements per absmax block (bnb_4bit blocksize)">,
-    Option<"doubleQuant", "double-quant", "bool", /*default=*/"true",
+    Option<"doubleQuant", "double-quant", "bool", "::qlora::step_option_defaults::bnb_4bit_use_double_quant",
            "Quantize the absmax constants too (bnb_4bit_use_double_quant)">,
     Option<"doubleQuantBlockSize", "double-quant-block-size", "int64_t",
            /*default=*/"256",
@@ -245,15 +246,15 @@ def BuildTrainStepPass : Pass<"qlora-build-train-step", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::qlora::QLoRADialect",
                            "::mlir::func::FuncDialect"];
   let options = [
-    Option<"maxGradNorm", "max-grad-norm", "double", /*default=*/"0.0",
+    Option<"maxGradNorm", "max-grad-norm", "double", "::qlora::step_option_defaults::max_grad_norm",
            "Clip gradients to this global 2-norm (0: no clipping)">,
-    Option<"adamBeta1", "adam-beta1", "double", /*default=*/"0.9",
+    Option<"adamBeta1", "adam-beta1", "double", "::qlora::step_option_defaults::adam_beta1",
            "AdamW beta1">,
-    Option<"adamBeta2", "adam-beta2", "double", /*default=*/"0.999",
+    Option<"adamBeta2", "adam-beta2", "double", "::qlora::step_option_defaults::adam_beta2",
            "AdamW beta2">,
-    Option<"adamEpsilon", "adam-epsilon", "double", /*default=*/"1e-8",
+    Option<"adamEpsilon", "adam-epsilon", "double", "::qlora::step_option_defaults::adam_epsilon",
            "AdamW epsilon">,
-    Option<"weightDecay", "weight-decay", "double", /*default=*/"0.0",
+    Option<"weightDecay", "weight-decay", "double", "::qlora::step_option_defaults::weight_decay",
            "AdamW decoupled weight decay">
   ];
 }

@@ -18,20 +18,20 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
   if (options.injectLora) {
     InjectLoRAPassOptions inject;
     inject.r = options.r;
-    inject.loraAlpha = options.loraAlpha;
-    inject.loraDropout = options.loraDropout;
-    inject.targetModules.assign(options.targetModules.begin(),
-                                options.targetModules.end());
-    inject.useRslora = options.useRslora;
+    inject.loraAlpha = options.lora_alpha;
+    inject.loraDropout = options.lora_dropout;
+    inject.targetModules.assign(options.target_modules.begin(),
+                                options.target_modules.end());
+    inject.useRslora = options.use_rslora;
     pm.addPass(createInjectLoRAPass(std::move(inject)));
   }
   if (options.quantizeWeights) {
     QuantizeWeightsPassOptions quantize;
-    quantize.blockSize = options.blockSize;
-    quantize.doubleQuant = options.doubleQuant;
+    quantize.blockSize = options.blocksize;
+    quantize.doubleQuant = options.bnb_4bit_use_double_quant;
     quantize.doubleQuantBlockSize = options.doubleQuantBlockSize;
-    quantize.skipModules.assign(options.skipModules.begin(),
-                                options.skipModules.end());
+    quantize.skipModules.assign(options.llm_int8_skip_modules.begin(),
+                                options.llm_int8_skip_modules.end());
     pm.addPass(createQuantizeWeightsPass(std::move(quantize)));
   }
   // Dequantize fusion before fuse-lora, so fuse-lora sees nf4_matmul bases.
@@ -43,11 +43,11 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
   // directly (linear_grad_input) and gets one lora_grad per branch.
   if (options.buildTrainStep) {
     BuildTrainStepPassOptions train;
-    train.maxGradNorm = options.maxGradNorm;
-    train.adamBeta1 = options.adamBeta1;
-    train.adamBeta2 = options.adamBeta2;
-    train.adamEpsilon = options.adamEpsilon;
-    train.weightDecay = options.weightDecay;
+    train.maxGradNorm = options.max_grad_norm;
+    train.adamBeta1 = options.adam_beta1;
+    train.adamBeta2 = options.adam_beta2;
+    train.adamEpsilon = options.adam_epsilon;
+    train.weightDecay = options.weight_decay;
     pm.addPass(createBuildTrainStepPass(train));
   }
   // Then the lowering: a static arena plan and the kernel calls.
@@ -55,6 +55,24 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
     pm.addPass(createPlanMemoryPass());
   if (options.convertToEmitC)
     pm.addPass(createConvertQLoRAToEmitCPass());
+}
+
+namespace {
+void copyOption(llvm::cl::opt<int64_t> &to, int64_t value) { to = value; }
+void copyOption(llvm::cl::opt<double> &to, double value) { to = value; }
+void copyOption(llvm::cl::opt<bool> &to, bool value) { to = value; }
+void copyOption(mlir::detail::PassOptions::ListOption<std::string> &to,
+                const std::string &list) {
+  std::vector<std::string> names = ::qlora::StepOptions::names(list);
+  to = ArrayRef<std::string>(names);
+}
+} // namespace
+
+void mlir::qlora::setStepOptions(QLoRAPipelineOptions &pipeline,
+                                 const ::qlora::StepOptions &options) {
+#define QLORA_STEP_OPTION(Field, Kind, Default, HfName, PipelineName, Help)    \
+  copyOption(pipeline.Field, options.Field);
+#include "runtime/train/StepOptions.def"
 }
 
 void mlir::qlora::registerQLoRAPipeline() {

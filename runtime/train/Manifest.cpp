@@ -63,8 +63,7 @@ json::Value StepManifest::toJson() const {
   value.set("batch_size", batchSize);
   value.set("seq_len", seqLen);
   value.set("model", model);
-  value.set("lora", lora);
-  value.set("optimizer", optimizer);
+  value.set("options", options.toJson());
   json::Value entries = json::Value::object();
   for (const auto &[role, symbol] : entryPoints)
     entries.set(role, symbol);
@@ -115,17 +114,17 @@ Expected<StepManifest> StepManifest::fromJson(const json::Value &value,
   manifest.arenaBytes = uint64_t(*arena);
   manifest.batchSize = *batch;
   manifest.seqLen = *seq;
-  for (const char *key : {"model", "lora", "optimizer"}) {
-    const json::Value *section = value.find(key);
-    if (!section || !section->isObject())
-      return fail(fmt::format("expects an object '{}'", key));
-    if (std::string(key) == "model")
-      manifest.model = *section;
-    else if (std::string(key) == "lora")
-      manifest.lora = *section;
-    else
-      manifest.optimizer = *section;
-  }
+  const json::Value *model = value.find("model");
+  if (!model || !model->isObject())
+    return fail("expects an object 'model'");
+  manifest.model = *model;
+  const json::Value *options = value.find("options");
+  if (!options)
+    return fail("expects an object 'options'");
+  Expected<StepOptions> parsed = StepOptions::fromJson(*options);
+  if (!parsed)
+    return fail(parsed.message());
+  manifest.options = parsed.take();
   const json::Value *entries = value.find("entry_points");
   if (!entries || !entries->isObject())
     return fail("expects an object 'entry_points'");

@@ -12,6 +12,7 @@
 #include "runtime/Error.h"
 #include "runtime/Json.h"
 #include "runtime/Safetensors.h"
+#include "runtime/train/StepOptions.h"
 
 #include <cstdint>
 #include <map>
@@ -21,7 +22,7 @@
 namespace qlora {
 
 /// The manifest format this runtime reads and the compiler writes.
-constexpr const char *kManifestFormat = "qlora-step-1";
+constexpr const char *kManifestFormat = "qlora-step-2";
 
 enum class BufferRole {
   Input,     ///< written by the host before each call (ids, labels, lr)
@@ -53,9 +54,8 @@ struct StepManifest {
   std::string library;       ///< file name of the step library
   uint64_t arenaBytes = 0;
   int64_t batchSize = 0, seqLen = 0;
-  json::Value model;     ///< model facts: vocab_size, max_position_embeddings…
-  json::Value lora;      ///< r, lora_alpha, lora_dropout, target_modules, …
-  json::Value optimizer; ///< adam_beta1, adam_beta2, adam_epsilon, …
+  json::Value model;   ///< model facts: vocab_size, max_position_embeddings…
+  StepOptions options; ///< what the step was compiled with (StepOptions.def)
   std::map<std::string, std::string> entryPoints; ///< role -> symbol
   std::vector<BufferInfo> buffers;
 

@@ -26,11 +26,6 @@ bool startsWith(const std::string &text, const std::string &prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
 }
 
-double jsonNumber(const json::Value &object, const char *key, double fallback) {
-  const json::Value *value = object.find(key);
-  return value && value->isNumber() ? value->asDouble() : fallback;
-}
-
 } // namespace
 
 Trainer::Trainer(StepLibrary library, TrainingArguments args,
@@ -84,22 +79,22 @@ Trainer::create(const std::string &stepDir, const TrainingArguments &args,
 Status Trainer::checkOptimizerSettings() const {
   // The optimizer's constants are compiled into the step; the learning rate
   // and the step count are inputs.
-  const json::Value &compiled = manifest().optimizer;
+  const StepOptions &compiled = manifest().options;
   struct Setting {
     const char *name;
-    double value;
-  } settings[] = {{"adam_beta1", args_.adam_beta1},
-                  {"adam_beta2", args_.adam_beta2},
-                  {"adam_epsilon", args_.adam_epsilon},
-                  {"weight_decay", args_.weight_decay},
-                  {"max_grad_norm", args_.max_grad_norm}};
-  for (const Setting &setting : settings) {
-    double value = jsonNumber(compiled, setting.name, NAN);
-    if (!(std::fabs(value - setting.value) <= 1e-12 * std::fabs(value)))
+    double given, compiled;
+  } settings[] = {{"adam_beta1", args_.adam_beta1, compiled.adam_beta1},
+                  {"adam_beta2", args_.adam_beta2, compiled.adam_beta2},
+                  {"adam_epsilon", args_.adam_epsilon, compiled.adam_epsilon},
+                  {"weight_decay", args_.weight_decay, compiled.weight_decay},
+                  {"max_grad_norm", args_.max_grad_norm,
+                   compiled.max_grad_norm}};
+  for (const Setting &setting : settings)
+    if (!(std::fabs(setting.compiled - setting.given) <=
+          1e-12 * std::fabs(setting.compiled)))
       return makeError("--{} is {} but the step was compiled with {}; "
                        "recompile it",
-                       setting.name, setting.value, value);
-  }
+                       setting.name, setting.given, setting.compiled);
   return Status::ok();
 }
 
@@ -331,13 +326,12 @@ Expected<std::vector<float>> Trainer::readFloats(const std::string &name) const 
 }
 
 LoraSettings Trainer::loraSettings() const {
-  const json::Value &lora = manifest().lora;
+  const StepOptions &options = manifest().options;
   LoraSettings settings;
-  settings.r = int64_t(jsonNumber(lora, "r", 8));
-  settings.lora_alpha = jsonNumber(lora, "lora_alpha", 8);
-  settings.lora_dropout = jsonNumber(lora, "lora_dropout", 0);
-  if (const json::Value *rslora = lora.find("use_rslora"))
-    settings.use_rslora = rslora->isBool() && rslora->asBool();
+  settings.r = options.r;
+  settings.lora_alpha = options.lora_alpha;
+  settings.lora_dropout = options.lora_dropout;
+  settings.use_rslora = options.use_rslora;
   // PEFT records the module names it adapted (not "all-linear"), so the
   // names come from the adapter tensors: <path>.<module>.lora_A.weight.
   std::set<std::string> modules;

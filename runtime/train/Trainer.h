@@ -15,6 +15,7 @@
 #include "runtime/train/Data.h"
 #include "runtime/train/Schedule.h"
 #include "runtime/train/StepLibrary.h"
+#include "runtime/train/StepOptions.h"
 
 #include <cstdint>
 #include <functional>
@@ -35,11 +36,11 @@ struct TrainingArguments {
   int64_t max_steps = 10;
   int64_t per_device_train_batch_size = 2;
   int64_t gradient_accumulation_steps = 1;
-  double max_grad_norm = 1.0;
-  double weight_decay = 0.0;
-  double adam_beta1 = 0.9;
-  double adam_beta2 = 0.999;
-  double adam_epsilon = 1e-8;
+  double max_grad_norm = step_option_defaults::max_grad_norm;
+  double weight_decay = step_option_defaults::weight_decay;
+  double adam_beta1 = step_option_defaults::adam_beta1;
+  double adam_beta2 = step_option_defaults::adam_beta2;
+  double adam_epsilon = step_option_defaults::adam_epsilon;
   std::string lr_scheduler_type = "linear";
   int64_t warmup_steps = 0;
   uint64_t seed = 42;

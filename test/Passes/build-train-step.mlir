@@ -1,4 +1,5 @@
-// RUN: qlora-opt %s --split-input-file --qlora-build-train-step | FileCheck %s
+// RUN: qlora-opt %s --split-input-file --qlora-build-train-step="max-grad-norm=0" | FileCheck %s
+// RUN: qlora-opt %s --split-input-file --qlora-build-train-step | FileCheck %s --check-prefix=DEFAULT
 // RUN: qlora-opt %s --split-input-file --qlora-build-train-step="max-grad-norm=1.0 adam-beta1=0.8 adam-beta2=0.95 adam-epsilon=1e-6 weight-decay=0.01" | FileCheck %s --check-prefix=CLIP
 
 // Tests that a LoRA branch on the logits gets its gradients from the loss
@@ -44,6 +45,11 @@
 // CHECK: qlora.assign "grad:base_model.model.lm.lora_A.weight", %[[ZERO]] : tensor<4x16xf32>
 // CHECK: qlora.adamw %{{.*}}, %[[GRADB]]
 // CHECK: return
+// Tests that the default clips at the global norm 1.0, as TrainingArguments
+// and every qlora tool do (runtime/train/StepOptions.def).
+// DEFAULT-LABEL: func.func @apply_gradients()
+// DEFAULT: qlora.clip_coefficient %{{.*}} {max_norm = 1.000000e+00 : f32}
+//
 // CLIP-LABEL: func.func @apply_gradients()
 // CLIP: %[[GA:.*]] = qlora.state "grad:base_model.model.lm.lora_A.weight"
 // CLIP: %[[GB:.*]] = qlora.state "grad:base_model.model.lm.lora_B.weight"

@@ -1,9 +1,10 @@
-// RUN: qlora-opt %s --split-input-file --qlora-inject-lora | FileCheck %s
+// RUN: qlora-opt %s --split-input-file --qlora-inject-lora="target-modules=q_proj,v_proj lora-alpha=8" | FileCheck %s
+// RUN: qlora-opt %s --split-input-file --qlora-inject-lora | FileCheck %s --check-prefix=DEFAULT
 // RUN: qlora-opt %s --split-input-file --qlora-inject-lora="r=16 lora-alpha=32 lora-dropout=0.05 use-rslora target-modules=q_proj" | FileCheck %s --check-prefix=RSLORA
 // RUN: qlora-opt %s --split-input-file --qlora-inject-lora="r=4 target-modules=all-linear" | FileCheck %s --check-prefix=ALL
 // RUN: qlora-opt %s --split-input-file --qlora-inject-lora="target-modules=self_attn.q_proj" | FileCheck %s --check-prefix=SUFFIX
 
-// Tests that the default targets (PEFT's q_proj and v_proj for Llama) get
+// Tests that PEFT's default targets for Llama (q_proj and v_proj) get
 // adapters named as PEFT names them, scaled by lora_alpha / r, and that every
 // use of an adapted projection reads the sum; k_proj and o_proj stay plain.
 // CHECK: module attributes {qlora.lora_config = #qlora.lora_config<r = 8, lora_alpha = 8.0, lora_dropout = 0.0, use_rslora = false>}
@@ -25,6 +26,14 @@
 // CHECK: qlora.attention %[[Q]], %[[K]], %[[V]]
 // CHECK-NOT: o_proj.lora
 // CHECK: return
+//
+// Tests that the defaults are those of runtime/train/StepOptions.def, which
+// qlora-compile and qlora-train share: r 8, lora_alpha 16, every linear
+// layer.
+// DEFAULT: module attributes {qlora.lora_config = #qlora.lora_config<r = 8, lora_alpha = 16.0, lora_dropout = 0.0, use_rslora = false>}
+// DEFAULT-LABEL: func.func @attention_block
+// DEFAULT-COUNT-4: lora_A.weight" {trainable} : tensor<8x64xf32>
+// DEFAULT: return
 //
 // RSLORA-LABEL: func.func @attention_block
 // RSLORA: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" {trainable} : tensor<16x64xf32>

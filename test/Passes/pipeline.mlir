@@ -1,6 +1,6 @@
-// RUN: qlora-opt %s --qlora-pipeline | FileCheck %s
+// RUN: qlora-opt %s --qlora-pipeline="target-modules=q_proj,v_proj lora-alpha=8 max-grad-norm=0" | FileCheck %s
 // RUN: qlora-opt %s --qlora-pipeline="target-modules=all-linear r=4 lora-alpha=16 lora-dropout=0.05 double-quant=false max-grad-norm=1.0 weight-decay=0.01" | FileCheck %s --check-prefix=ALL
-// RUN: qlora-opt %s --qlora-inject-lora --qlora-quantize-weights --qlora-fuse-dequant-matmul --qlora-fuse-lora --qlora-build-train-step | FileCheck %s
+// RUN: qlora-opt %s --qlora-inject-lora="target-modules=q_proj,v_proj lora-alpha=8" --qlora-quantize-weights --qlora-fuse-dequant-matmul --qlora-fuse-lora --qlora-build-train-step="max-grad-norm=0" | FileCheck %s
 // RUN: qlora-opt %s --qlora-pipeline="build-train-step=false fuse-lora=false" | FileCheck %s --check-prefix=NOTRAIN
 
 // Tests that the whole pipeline turns a one-layer toy Llama forward graph, as

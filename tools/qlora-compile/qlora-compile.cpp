@@ -19,7 +19,7 @@
 #include "dialects/QLoRAOps.h"
 #include "passes/Passes.h"
 #include "runtime/Checkpoint.h"
-#include "tools/common/CommandLine.h"
+#include "tools/common/StepOptionFlags.h"
 
 #include "mlir/Dialect/EmitC/IR/EmitC.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -139,12 +139,10 @@ std::string trainableParameters(ModuleOp module) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string model, outputDir, targetModules = "all-linear", cxx;
-  std::string skipModules;
-  int64_t batchSize = 2, seqLen = 0, r = 8, blockSize = 64;
-  double alpha = 16.0, dropout = 0.0, clip = 1.0, beta1 = 0.9,
-         beta2 = 0.999, epsilon = 1e-8, decay = 0.0;
-  bool useRslora = false, doubleQuant = true, quiet = false;
+  std::string model, outputDir, cxx;
+  int64_t batchSize = 2, seqLen = 0;
+  ::qlora::StepOptions stepOptions;
+  bool quiet = false;
 
   ::qlora::cli::CommandLine commandLine(
       "qlora-compile", "--model_name_or_path DIR --output_dir STEP_DIR [options]",
@@ -164,24 +162,7 @@ int main(int argc, char **argv) {
                      "tokens per sequence (default: min(512, "
                      "max_position_embeddings))",
                      &seqLen);
-  commandLine.option("r", "N", "LoRA rank", &r);
-  commandLine.option("lora_alpha", "X", "LoRA scaling numerator", &alpha);
-  commandLine.option("lora_dropout", "P", "LoRA dropout (cpu: 0 only)",
-                     &dropout);
-  commandLine.option("target_modules", "A,B",
-                     "modules to adapt, or all-linear", &targetModules);
-  commandLine.flag("use_rslora", "scale by lora_alpha/sqrt(r)", &useRslora);
-  commandLine.option("max_grad_norm", "X", "global-norm clipping (0: off)",
-                     &clip);
-  commandLine.option("adam_beta1", "X", "AdamW beta1", &beta1);
-  commandLine.option("adam_beta2", "X", "AdamW beta2", &beta2);
-  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &epsilon);
-  commandLine.option("weight_decay", "X", "AdamW weight decay", &decay);
-  commandLine.flag("bnb_4bit_use_double_quant",
-                   "double-quantize the NF4 block constants", &doubleQuant);
-  commandLine.option("blocksize", "N", "NF4 block size", &blockSize);
-  commandLine.option("llm_int8_skip_modules", "A,B",
-                     "modules kept unquantized", &skipModules);
+  ::qlora::cli::addStepOptionFlags(commandLine, stepOptions);
   commandLine.option("cxx", "PATH", "C++ compiler for the step library "
                                     "(default: $CXX or c++)",
                      &cxx);
@@ -223,21 +204,7 @@ int main(int argc, char **argv) {
 
   // The shared pipeline, then the lowering; diagnostics go to stderr.
   QLoRAPipelineOptions options;
-  options.r = r;
-  options.loraAlpha = alpha;
-  options.loraDropout = dropout;
-  for (const std::string &module : ::qlora::cli::splitList(targetModules))
-    options.targetModules.push_back(module);
-  options.useRslora = useRslora;
-  options.blockSize = blockSize;
-  options.doubleQuant = doubleQuant;
-  for (const std::string &module : ::qlora::cli::splitList(skipModules))
-    options.skipModules.push_back(module);
-  options.maxGradNorm = clip;
-  options.adamBeta1 = beta1;
-  options.adamBeta2 = beta2;
-  options.adamEpsilon = epsilon;
-  options.weightDecay = decay;
+  setStepOptions(options, stepOptions);
   options.planMemory = true;
   PassManager pm(&context);
   buildQLoRAPipeline(pm, options);
@@ -262,23 +229,7 @@ int main(int argc, char **argv) {
   facts.set("pad_token_id", config->padTokenId);
   facts.set("model_name_or_path", model);
   manifest->model = facts;
-  ::qlora::json::Value lora = ::qlora::json::Value::object();
-  lora.set("r", r);
-  lora.set("lora_alpha", alpha);
-  lora.set("lora_dropout", dropout);
-  ::qlora::json::Value targets = ::qlora::json::Value::array();
-  for (const std::string &module : ::qlora::cli::splitList(targetModules))
-    targets.push(module);
-  lora.set("target_modules", std::move(targets));
-  lora.set("use_rslora", useRslora);
-  manifest->lora = lora;
-  ::qlora::json::Value optimizer = ::qlora::json::Value::object();
-  optimizer.set("adam_beta1", beta1);
-  optimizer.set("adam_beta2", beta2);
-  optimizer.set("adam_epsilon", epsilon);
-  optimizer.set("weight_decay", decay);
-  optimizer.set("max_grad_norm", clip);
-  manifest->optimizer = optimizer;
+  manifest->options = stepOptions;
 
   PassManager lower(&context);
   lower.addPass(createConvertQLoRAToEmitCPass());

@@ -14,7 +14,7 @@
 #include "runtime/Safetensors.h"
 #include "runtime/TinyLlama.h"
 #include "runtime/train/Trainer.h"
-#include "tools/common/CommandLine.h"
+#include "tools/common/StepOptionFlags.h"
 #include "tools/common/Process.h"
 
 #include <cmath>
@@ -53,8 +53,6 @@ Expected<int64_t> dataSequenceLength(const std::string &path) {
   return (*ids)->shape[1];
 }
 
-std::string number(double value) { return fmt::format("{}", value); }
-
 void drawProgress(const StepRecord &record, int64_t total, bool interactive) {
   if (!interactive) {
     std::printf("step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.4f  %.0f "
@@ -83,10 +81,10 @@ int main(int argc, char **argv) {
   TrainingArguments args;
   args.learning_rate = 2e-4;
   args.max_steps = 20;
-  std::string stepDir, targetModules = "all-linear";
-  double loraAlpha = 16.0, loraDropout = 0.0;
-  int64_t r = 8, seqLen = 64, seed = 42, loggingSteps = 10;
-  bool useRslora = false, quiet = false;
+  std::string stepDir;
+  StepOptions stepOptions;
+  int64_t seqLen = 64, seed = 42, loggingSteps = 10;
+  bool quiet = false;
 
   cli::CommandLine commandLine(
       "qlora-train", "--output_dir DIR [options]",
@@ -109,12 +107,7 @@ int main(int argc, char **argv) {
                      "a step compiled by qlora-compile (default: compile one "
                      "into OUTPUT_DIR/compiled-step)",
                      &stepDir);
-  commandLine.option("r", "N", "LoRA rank", &r);
-  commandLine.option("lora_alpha", "X", "LoRA scaling numerator", &loraAlpha);
-  commandLine.option("lora_dropout", "P", "LoRA dropout", &loraDropout);
-  commandLine.option("target_modules", "A,B", "modules to adapt, or all-linear",
-                     &targetModules);
-  commandLine.flag("use_rslora", "scale by lora_alpha/sqrt(r)", &useRslora);
+  cli::addStepOptionFlags(commandLine, stepOptions);
   commandLine.option("learning_rate", "X", "peak learning rate",
                      &args.learning_rate);
   commandLine.option("max_steps", "N", "optimizer steps", &args.max_steps);
@@ -124,12 +117,6 @@ int main(int argc, char **argv) {
   commandLine.option("gradient_accumulation_steps", "N",
                      "micro-batches per optimizer step",
                      &args.gradient_accumulation_steps);
-  commandLine.option("max_grad_norm", "X", "global-norm clipping (0: off)",
-                     &args.max_grad_norm);
-  commandLine.option("weight_decay", "X", "AdamW weight decay", &args.weight_decay);
-  commandLine.option("adam_beta1", "X", "AdamW beta1", &args.adam_beta1);
-  commandLine.option("adam_beta2", "X", "AdamW beta2", &args.adam_beta2);
-  commandLine.option("adam_epsilon", "X", "AdamW epsilon", &args.adam_epsilon);
   commandLine.option("lr_scheduler_type", "NAME",
                      "constant, constant_with_warmup, linear or cosine",
                      &args.lr_scheduler_type);
@@ -153,6 +140,13 @@ int main(int argc, char **argv) {
   if (args.output_dir.empty())
     return fail("--output_dir is required");
   args.seed = uint64_t(seed);
+  // The optimizer's constants are compiled into the step; the trainer checks
+  // a given step against them.
+  args.max_grad_norm = stepOptions.max_grad_norm;
+  args.weight_decay = stepOptions.weight_decay;
+  args.adam_beta1 = stepOptions.adam_beta1;
+  args.adam_beta2 = stepOptions.adam_beta2;
+  args.adam_epsilon = stepOptions.adam_epsilon;
   if (Expected<ScheduleKind> kind = parseScheduleKind(args.lr_scheduler_type);
       !kind)
     return fail(kind.message());
@@ -185,14 +179,9 @@ int main(int argc, char **argv) {
         "--per_device_train_batch_size",
         std::to_string(args.per_device_train_batch_size),
         "--max_seq_length", std::to_string(seqLen),
-        "--r", std::to_string(r), "--lora_alpha", number(loraAlpha),
-        "--lora_dropout", number(loraDropout), "--target_modules", targetModules,
-        "--use_rslora=" + std::string(useRslora ? "true" : "false"),
-        "--max_grad_norm", number(args.max_grad_norm),
-        "--adam_beta1", number(args.adam_beta1),
-        "--adam_beta2", number(args.adam_beta2),
-        "--adam_epsilon", number(args.adam_epsilon),
-        "--weight_decay", number(args.weight_decay)};
+    };
+    for (const std::string &argument : stepOptions.arguments())
+      compile.push_back(argument);
     if (quiet)
       compile.push_back("--quiet");
     Status compiled = cli::runProcess(compile);
