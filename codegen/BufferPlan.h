@@ -1,15 +1,17 @@
 //===- BufferPlan.h - The memory plan as data -----------------*- C++ -*-===//
 //
-// qlora-plan-memory records its plan in attributes; this header reads and
-// writes them, so that the EmitC conversion and the manifest writer see the
-// same plan. Buffer roles are the runtime's (runtime/train/Manifest.h): the
-// plan is what the manifest publishes.
+// qlora-plan-memory records its plan in attributes: #qlora.buffer entries
+// (with their #qlora.part pieces) on the module for the named slots, and
+// per op the offsets of its temporaries and workspaces. BufferPlan reads
+// them back for the lowering and the manifest writer, so both see the same
+// plan. Buffer roles and part names are the runtime's
+// (runtime/train/Manifest.h): the plan is what the manifest publishes.
 //
 //===----------------------------------------------------------------------===//
 #ifndef QLORA_CODEGEN_BUFFERPLAN_H
 #define QLORA_CODEGEN_BUFFERPLAN_H
 
-#include "dialects/QLoRATypes.h"
+#include "dialects/QLoRAAttrs.h"
 #include "runtime/train/Manifest.h"
 
 #include "mlir/IR/Builders.h"
@@ -22,37 +24,55 @@ namespace mlir::qlora {
 
 using ::qlora::BufferRole;
 
-/// The output slot that receives the value @train_step returns.
-inline constexpr llvm::StringLiteral kLossSlot = "loss";
-/// The per-call seed of LoRA dropout masks, an input the host writes.
-inline constexpr llvm::StringLiteral kDropoutSeedSlot = "dropout_seed";
+/// Slots the step reads or writes by name beside its parameters and state
+/// (runtime/train/Manifest.h).
+namespace slot = ::qlora::slot;
 
-/// A named, persistent slot of the arena.
-struct PlannedBuffer {
-  std::string name;
-  BufferRole role = BufferRole::State;
-  Type type;
-  uint64_t offset = 0, bytes = 0;
-  uint64_t absmaxOffset = 0; ///< NF4 only
+/// Attributes of the plan.
+inline constexpr llvm::StringLiteral kOffsetsAttr = "qlora.offsets";
+inline constexpr llvm::StringLiteral kWorkspacesAttr = "qlora.workspaces";
+inline constexpr llvm::StringLiteral kArenaBytesAttr = "qlora.arena_bytes";
+inline constexpr llvm::StringLiteral kBuffersAttr = "qlora.buffers";
+inline constexpr llvm::StringLiteral kTargetAttr = "qlora.target";
+/// Written by convert-qlora-to-emitc: the kernel chosen for every op.
+inline constexpr llvm::StringLiteral kKernelsAttr = "qlora.kernels";
+
+/// A planned module, read back.
+class BufferPlan {
+public:
+  /// Fails with a diagnostic when the module has no plan.
+  static FailureOr<BufferPlan> read(ModuleOp module);
+
+  StringRef target() const { return target_; }
+  int64_t arenaBytes() const { return arenaBytes_; }
+  ArrayRef<BufferAttr> buffers() const { return buffers_; }
+  /// The slot called `name`, or null.
+  BufferAttr find(StringRef name) const;
+
+  /// The arena offset of `part` of `value`: the slot's part for a value read
+  /// from a slot (qlora.param, qlora.input, qlora.state), else the planned
+  /// temporary (whose only part is "data"). Diagnoses at `user`.
+  FailureOr<int64_t> offset(Value value, StringRef part,
+                            Operation *user) const;
+  /// The arena offset of part `part` of slot `name`.
+  FailureOr<int64_t> slotOffset(StringRef name, StringRef part,
+                                Operation *user) const;
+  /// The offset of `op`'s workspace number `index`.
+  FailureOr<int64_t> workspace(Operation *op, unsigned index) const;
+
+private:
+  std::string target_;
+  int64_t arenaBytes_ = 0;
+  SmallVector<BufferAttr> buffers_;
 };
 
-/// Bytes a ranked tensor occupies on the cpu target: fp32 for every float
-/// type (the reference computes in fp32), 4 bytes for i32, 8 for i64.
-FailureOr<uint64_t> cpuTensorBytes(Type type);
-/// Packed NF4 codes, two per byte.
-uint64_t nf4PackedBytes(NF4Type type);
-/// fp32 block maxima (double quantization is undone on load on the cpu).
-uint64_t nf4AbsmaxBytes(NF4Type type);
+/// The name of the slot a slot op reads (qlora.param, qlora.input,
+/// qlora.state), or empty.
+StringRef slotName(Operation *op);
 
-ArrayAttr plannedBuffersToAttr(Builder &builder,
-                               const std::vector<PlannedBuffer> &buffers);
-/// Reads the module's plan; fails with a diagnostic when it is missing.
-FailureOr<std::vector<PlannedBuffer>> readPlannedBuffers(ModuleOp module);
-/// The offsets the plan gave `op`'s results (or its slot).
-FailureOr<ArrayRef<int64_t>> plannedOffsets(Operation *op);
-
-/// The manifest of a planned module: buffers, arena size, the model and
-/// training facts the caller provides.
+/// The manifest of a planned (and converted) module: target, buffers and
+/// their parts, arena size, kernel choices. The caller adds the model facts
+/// and the options.
 FailureOr<::qlora::StepManifest> buildManifest(ModuleOp module);
 
 } // namespace mlir::qlora

@@ -1,15 +1,15 @@
 //===- ConvertQLoRAToEmitC.cpp - convert-qlora-to-emitc ---------------------===//
 //
 // Rewrites each planned entry function into an emitc.func that makes the
-// kernel calls KernelCalls.cpp describes, and exports it as a C symbol.
-// See Passes.td.
+// calls the target's kernel lowerings build (KernelLowering.h), exports it
+// as a C symbol, and records each op's kernel choice on the module for the
+// manifest. See Passes.td.
 //
 //===----------------------------------------------------------------------===//
 #include "codegen/BufferPlan.h"
-#include "codegen/KernelCalls.h"
+#include "codegen/KernelLowering.h"
 #include "codegen/Passes.h"
-
-#include "dialects/QLoRAOps.h"
+#include "codegen/Target.h"
 
 #include "mlir/Dialect/EmitC/IR/EmitC.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -22,9 +22,18 @@ namespace mlir::qlora {
 
 namespace {
 
-/// The header every generated CPU step includes.
-constexpr llvm::StringLiteral kCpuSupportHeader =
-    "runtime/step/CpuStepSupport.h";
+/// What a generated step of each target includes, the context type its
+/// functions take, and the macro that exports an entry.
+struct Emission {
+  StringRef header, context, entryMacro;
+};
+Emission emissionFor(TargetKind kind) {
+  if (kind == TargetKind::Cuda)
+    return {"runtime/step/CudaStep.h", "qlora::cuda_step::StepContext",
+            "QLORA_CUDA_STEP_ENTRY"};
+  return {"runtime/step/CpuStepSupport.h", "qlora::step::StepContext",
+          "QLORA_STEP_ENTRY"};
+}
 
 class ConvertQLoRAToEmitCPass
     : public impl::ConvertQLoRAToEmitCPassBase<ConvertQLoRAToEmitCPass> {
@@ -34,26 +43,29 @@ public:
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (target != "cpu") {
-      module.emitError() << "convert-qlora-to-emitc: expects target cpu, got '"
-                         << target << "'";
+    FailureOr<BufferPlan> plan = BufferPlan::read(module);
+    if (failed(plan))
       return signalPassFailure();
-    }
-    FailureOr<std::vector<PlannedBuffer>> buffers = readPlannedBuffers(module);
-    if (failed(buffers))
+    FailureOr<TargetDescription> target = TargetDescription::get(
+        plan->target(),
+        [&] { return module.emitError() << "convert-qlora-to-emitc: "; });
+    if (failed(target))
       return signalPassFailure();
-    llvm::StringMap<int64_t> slots;
-    for (const PlannedBuffer &buffer : *buffers)
-      slots[buffer.name] = int64_t(buffer.offset);
+    KernelLoweringSet lowerings = kernelLowerings(*target);
+    Emission emission = emissionFor(target->kind());
 
     MLIRContext *context = module.getContext();
     OpBuilder builder(context);
     builder.setInsertionPointToStart(module.getBody());
-    emitc::IncludeOp::create(builder, module.getLoc(), kCpuSupportHeader,
+    emitc::IncludeOp::create(builder, module.getLoc(), emission.header,
                              /*is_standard_include=*/false);
+    emitc::VerbatimOp::create(
+        builder, module.getLoc(),
+        ("QLORA_STEP_LIBRARY_INFO(\"" + target->name() + "\")").str());
 
     Type contextType = emitc::PointerType::get(
-        emitc::OpaqueType::get(context, "qlora::step::StepContext"));
+        emitc::OpaqueType::get(context, emission.context));
+    SmallVector<Attribute> choices;
     SmallVector<func::FuncOp> functions(module.getOps<func::FuncOp>());
     for (func::FuncOp func : functions) {
       StringRef name = func.getSymName();
@@ -74,7 +86,8 @@ public:
       Value stepContext = body->getArgument(0);
       for (Operation &op : func.getBody().front()) {
         SmallVector<KernelCall> calls;
-        if (failed(describeKernelCalls(&op, builder, slots, calls)))
+        LoweringContext lowering{builder, *target, *plan, calls};
+        if (failed(lowerings.lower(&op, lowering)))
           return signalPassFailure();
         for (KernelCall &call : calls) {
           SmallVector<Attribute> args = {builder.getIndexAttr(0)};
@@ -82,14 +95,26 @@ public:
           emitc::CallOpaqueOp::create(bodyBuilder, op.getLoc(), TypeRange(),
                                       call.callee, ValueRange{stepContext},
                                       builder.getArrayAttr(args));
+          SmallVector<NamedAttribute> fields = {
+              builder.getNamedAttr("entry", builder.getStringAttr(name)),
+              builder.getNamedAttr(
+                  "op", builder.getStringAttr(op.getName().getStringRef())),
+              builder.getNamedAttr("kernel",
+                                   builder.getStringAttr(call.kernel))};
+          if (!call.variant.empty())
+            fields.push_back(builder.getNamedAttr(
+                "variant", builder.getStringAttr(call.variant)));
+          choices.push_back(builder.getDictionaryAttr(fields));
         }
       }
       emitc::ReturnOp::create(bodyBuilder, func.getLoc(), Value());
       builder.setInsertionPointAfter(impl);
-      emitc::VerbatimOp::create(
-          builder, func.getLoc(),
-          ("QLORA_STEP_ENTRY(qlora_" + name + ", " + implName + ")").str());
+      emitc::VerbatimOp::create(builder, func.getLoc(),
+                                (emission.entryMacro + "(qlora_" + name +
+                                 ", " + implName + ")")
+                                    .str());
     }
+    module->setAttr(kKernelsAttr, builder.getArrayAttr(choices));
     // Only the exported steps remain; @forward and helpers are dropped.
     for (func::FuncOp func : functions)
       func.erase();

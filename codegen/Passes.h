@@ -21,11 +21,6 @@ inline constexpr llvm::StringLiteral kTrainStepFunction = "train_step";
 inline constexpr llvm::StringLiteral kApplyGradientsFunction =
     "apply_gradients";
 
-/// Module attributes the memory plan writes.
-inline constexpr llvm::StringLiteral kOffsetsAttr = "qlora.offsets";
-inline constexpr llvm::StringLiteral kArenaBytesAttr = "qlora.arena_bytes";
-inline constexpr llvm::StringLiteral kBuffersAttr = "qlora.buffers";
-
 /// Prints a module lowered by convert-qlora-to-emitc as C++.
 LogicalResult emitCpp(ModuleOp module, llvm::raw_ostream &os);
 

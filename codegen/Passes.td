@@ -18,16 +18,27 @@ def PlanMemoryPass : Pass<"qlora-plan-memory", "::mlir::ModuleOp"> {
   let summary = "assign every buffer of the training step a static offset in one arena";
   let description = [{
     Gives every tensor of the entry functions a byte offset in a single
-    arena, ahead of time. Named buffers (step inputs, parameters, optimizer
-    state, the loss) get fixed slots that persist across calls; temporaries
-    share the rest by lifetime, first fit, so that the arena stays near the
-    peak of live bytes. Functions never run at the same time, so they share
-    the temporary region.
+    arena, ahead of time, stored as the target stores it
+    (codegen/Target.h): on the cpu every float as fp32 and an NF4 weight
+    as codes and fp32 maxima; on cuda each value in its own element type,
+    an NF4 weight in bitsandbytes' four parts (codes, 8-bit maxima codes,
+    their scales, the offset) and an adapter with a bf16 `compute` copy
+    beside its fp32 master. Named buffers (step inputs, parameters,
+    optimizer state, the loss, and the slots the target's runtime needs:
+    on cuda the `status` words and cuBLAS's workspace) get fixed slots that
+    persist across calls. Temporaries and the workspaces each kernel asks
+    for (its pattern in KernelLowering.h sizes them) share the rest by
+    lifetime, first fit, so that the arena stays near the peak of live
+    bytes. Functions never run at the same time, so they share the
+    temporary region. A result whose only use is the write of a slot, made
+    by an elementwise op (add, mul, fill, adamw), is computed in the slot
+    itself when nothing reads the slot's old value afterwards: gradient
+    accumulation and the optimizer update in place.
 
-    The plan is recorded as attributes: `qlora.offsets` on every op (one
-    offset per result; packed codes and fp32 absmax for an NF4 parameter),
-    and on the module `qlora.arena_bytes` and `qlora.buffers`, the named
-    slots. The pass reports the arena size as a remark.
+    The plan is recorded as attributes: on the module `qlora.target`,
+    `qlora.arena_bytes` and `qlora.buffers` (a `#qlora.buffer` per slot,
+    with its `#qlora.part`s); on every op `qlora.offsets` (one per result)
+    and `qlora.workspaces`. The pass reports the arena size as a remark.
 
     ```mlir
     // before
@@ -35,13 +46,10 @@ def PlanMemoryPass : Pass<"qlora-plan-memory", "::mlir::ModuleOp"> {
     // after
     %x = qlora.rms_norm %h, %w {eps = 1.0e-05 : f32, qlora.offsets = array<i64: 1048576>} : ...
     ```
-
-    On the `cpu` target frozen parameters are stored as fp32 (the reference
-    casts them so) and NF4 block constants as fp32 maxima.
   }];
   let options = [
     Option<"target", "target", "std::string", "\"cpu\"",
-           "the backend whose storage the plan follows (cpu)">,
+           "the backend whose storage the plan follows: cpu or cuda">,
     ListOption<"entryPoints", "entry-points", "std::string",
                "functions to plan (default: train_step, apply_gradients)">,
   ];
@@ -54,11 +62,15 @@ def PlanMemoryPass : Pass<"qlora-plan-memory", "::mlir::ModuleOp"> {
 def ConvertQLoRAToEmitCPass : Pass<"convert-qlora-to-emitc", "::mlir::ModuleOp"> {
   let summary = "lower a planned training step to EmitC kernel calls";
   let description = [{
-    Replaces every planned entry function by an `emitc.func` that calls one
-    runtime kernel per op, with the arena offsets, sizes and attributes as
-    constant arguments; the only runtime value is the step context. Exports
+    Replaces every planned entry function by an `emitc.func` that calls the
+    runtime functions of the plan's target (runtime/step/CpuKernels.def or
+    CudaKernels.def), with the arena offsets, sizes and attributes as
+    constant arguments; the only runtime value is the step context. Each
+    op's call comes from the target's kernel lowering patterns, which also
+    choose strategies by shape (the NF4 product's path on cuda); the choices
+    are recorded on the module as `qlora.kernels` for the manifest. Exports
     each entry as a C symbol `qlora_<name>`. Functions that are not entry
-    points are dropped.
+    points are dropped. The target is the plan's (`qlora.target`).
 
     ```mlir
     // before (planned)
@@ -68,10 +80,6 @@ def ConvertQLoRAToEmitCPass : Pass<"convert-qlora-to-emitc", "::mlir::ModuleOp">
     ```
   }];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
-  let options = [
-    Option<"target", "target", "std::string", "\"cpu\"",
-           "the backend whose runtime the calls target (cpu)">,
-  ];
 }
 
 #endif // QLORA_CODEGEN_PASSES

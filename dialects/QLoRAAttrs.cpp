@@ -225,3 +225,56 @@ double LoraConfigAttr::scale() const {
   double r = static_cast<double>(getR());
   return getLoraAlpha().convertToDouble() / (getUseRslora() ? std::sqrt(r) : r);
 }
+
+//===----------------------------------------------------------------------===//
+// The memory plan: BufferAttr and BufferPartAttr
+//===----------------------------------------------------------------------===//
+
+int64_t BufferPartAttr::elementBytes(Type type) {
+  if (type.isBF16() || type.isF16())
+    return 2;
+  if (type.isF32())
+    return 4;
+  if (auto integer = dyn_cast<IntegerType>(type))
+    return integer.getWidth() % 8 == 0 ? integer.getWidth() / 8 : 0;
+  return 0;
+}
+
+LogicalResult
+BufferPartAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                       StringRef name, Type elementType, int64_t elements,
+                       int64_t offset) {
+  if (name.empty())
+    return emitError() << "expects a part name";
+  if (elementBytes(elementType) == 0)
+    return emitError() << "expects an element type of 1, 2, 4 or 8 bytes, got "
+                       << elementType;
+  if (elements < 0 || offset < 0)
+    return emitError() << "expects non-negative elements and offset, got "
+                       << elements << " and " << offset;
+  return success();
+}
+
+LogicalResult BufferAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 StringRef name, StringRef role, Type type,
+                                 ArrayRef<BufferPartAttr> parts) {
+  // The role names are the runtime's (runtime/train/Manifest.h); the
+  // planner writes them and buildManifest reads them back.
+  if (role.empty())
+    return emitError() << "expects a role for '" << name << "'";
+  if (parts.empty())
+    return emitError() << "expects at least one part for '" << name << "'";
+  llvm::StringSet<> seen;
+  for (BufferPartAttr part : parts)
+    if (!seen.insert(part.getName()).second)
+      return emitError() << "expects distinct part names, got '"
+                         << part.getName() << "' twice in '" << name << "'";
+  return success();
+}
+
+BufferPartAttr BufferAttr::getPart(StringRef name) const {
+  for (BufferPartAttr part : getParts())
+    if (part.getName() == name)
+      return part;
+  return {};
+}

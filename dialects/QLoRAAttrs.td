@@ -1,7 +1,8 @@
 //===- QLoRAAttrs.td - qlora attributes --------------------*- tablegen -*-===//
 //
 // Attributes of the qlora dialect: the double-quantization scheme of NF4
-// block constants and the PEFT-style LoRA configuration.
+// block constants, the PEFT-style LoRA configuration, and the memory plan's
+// buffers and their parts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -80,6 +81,69 @@ def QLoRA_LoraConfigAttr : QLoRA_Attr<"LoraConfig", "lora_config"> {
     /// The factor that multiplies B(A(x)): lora_alpha / r, or
     /// lora_alpha / sqrt(r) with rsLoRA.
     double scale() const;
+  }];
+}
+
+def QLoRA_BufferPartAttr : QLoRA_Attr<"BufferPart", "part"> {
+  let summary = "one physical part of a planned buffer";
+  let description = [{
+    Where one piece of a buffer lives in the step's arena: `elements`
+    values of `element_type` from byte `offset`. A dense tensor has one
+    part (`data`); an NF4 weight has its packed `codes` and its block
+    constants (`absmax`, or with double quantization `absmax_codes`,
+    `absmax_scales` and the `absmax_offset` scalar); on cuda an adapter
+    has its fp32 `data` and the bf16 `compute` copy that the products read.
+    The part names are the runtime's (runtime/train/Manifest.h).
+
+    ```mlir
+    #qlora.part<"codes", ui8, elements = 32768, offset = 4096>
+    ```
+  }];
+  let parameters = (ins
+    StringRefParameter<"the part's name">:$name,
+    "::mlir::Type":$elementType,
+    "int64_t":$elements,
+    "int64_t":$offset
+  );
+  let assemblyFormat = [{
+    `<` $name `,` $elementType `,` struct($elements, $offset) `>`
+  }];
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Bytes of one element: 1 for i8/ui8, 2 for bf16, 4 for f32/i32, 8 for
+    /// i64.
+    static int64_t elementBytes(::mlir::Type type);
+    int64_t bytes() const { return getElements() * elementBytes(getElementType()); }
+  }];
+}
+
+def QLoRA_BufferAttr : QLoRA_Attr<"Buffer", "buffer"> {
+  let summary = "a named, persistent buffer of a planned training step";
+  let description = [{
+    One entry of the memory plan (`qlora.buffers` on the module): a slot
+    that the host fills or reads by name, with its role (`input`, `output`,
+    `frozen`, `nf4`, `trainable`, `state`, `workspace`), the logical type
+    the step reads it as, and its parts in the arena. The manifest publishes
+    these entries as they are.
+
+    ```mlir
+    #qlora.buffer<"model.norm.weight", frozen, tensor<256xbf16>,
+                  [#qlora.part<"data", bf16, elements = 256, offset = 0>]>
+    ```
+  }];
+  let parameters = (ins
+    StringRefParameter<"the buffer's name">:$name,
+    StringRefParameter<"the host's role for it">:$role,
+    "::mlir::Type":$type,
+    ArrayRefParameter<"BufferPartAttr", "its parts">:$parts
+  );
+  let assemblyFormat = [{
+    `<` $name `,` $role `,` $type `,` `[` $parts `]` `>`
+  }];
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The part called `name`, or null.
+    BufferPartAttr getPart(::llvm::StringRef name) const;
   }];
 }
 

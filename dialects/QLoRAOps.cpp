@@ -421,21 +421,44 @@ static LogicalResult verifyAttention(Operation *op, RankedTensorType q,
   return success();
 }
 
+RankedTensorType AttentionOp::lseType(RankedTensorType q, int64_t numHeads) {
+  // [..., S, H * D] -> [..., H, S]
+  SmallVector<int64_t> shape(q.getShape().drop_back(2));
+  shape.push_back(numHeads);
+  shape.push_back(q.getDimSize(q.getRank() - 2));
+  return RankedTensorType::get(shape, Float32Type::get(q.getContext()));
+}
+
 void AttentionOp::build(OpBuilder &builder, OperationState &state, Value q,
                         Value k, Value v, int64_t numHeads, int64_t numKvHeads,
-                        int64_t headDim, float scale) {
-  build(builder, state, q.getType(), q, k, v,
+                        int64_t headDim, float scale, bool saveLse) {
+  Type lse = saveLse ? Type(lseType(cast<RankedTensorType>(q.getType()),
+                                    numHeads))
+                     : Type();
+  build(builder, state, q.getType(), lse, q, k, v,
         builder.getI64IntegerAttr(numHeads),
         builder.getI64IntegerAttr(numKvHeads),
         builder.getI64IntegerAttr(headDim), builder.getF32FloatAttr(scale));
 }
 
+/// Checks a saved log-sum-exp against the q it was computed from.
+static LogicalResult verifySavedLse(Operation *op, Value lse,
+                                    RankedTensorType q, int64_t numHeads) {
+  if (!lse || q.getRank() < 2)
+    return success();
+  return expectType(op, "lse", lse.getType(),
+                    AttentionOp::lseType(q, numHeads),
+                    "[..., num_heads, S] in f32");
+}
+
 LogicalResult AttentionOp::verify() {
   if (failed(verifyAttention(*this, getQ().getType(), getK().getType(),
                              getV().getType(), getNumHeads(), getNumKvHeads(),
-                             getHeadDim(), getScale())))
+                             getHeadDim(), getScale())) ||
+      failed(verifySavedLse(*this, getLse(), getQ().getType(), getNumHeads())))
     return failure();
-  return expectType(*this, "result", getType(), getQ().getType(), "q type");
+  return expectType(*this, "result", getResult().getType(), getQ().getType(),
+                    "q type");
 }
 
 /// Checks logits `[..., S, V]` against labels `[..., S]`.
@@ -519,18 +542,35 @@ static LogicalResult verifyRmsNorm(Operation *op, RankedTensorType x,
   return expectPositive(op, "eps", eps, /*allowZero=*/true);
 }
 
+RankedTensorType RmsNormOp::rstdType(RankedTensorType input) {
+  return RankedTensorType::get(input.getShape().drop_back(),
+                               Float32Type::get(input.getContext()));
+}
+
 void RmsNormOp::build(OpBuilder &builder, OperationState &state, Value input,
-                      Value weight, float eps) {
-  build(builder, state, input.getType(), input, weight,
+                      Value weight, float eps, bool saveRstd) {
+  Type rstd = saveRstd ? Type(rstdType(cast<RankedTensorType>(input.getType())))
+                       : Type();
+  build(builder, state, input.getType(), rstd, input, weight,
         builder.getF32FloatAttr(eps));
+}
+
+/// Checks a saved reciprocal RMS against the input it was computed from.
+static LogicalResult verifySavedRstd(Operation *op, Value rstd,
+                                     RankedTensorType input) {
+  if (!rstd || input.getRank() < 1)
+    return success();
+  return expectType(op, "rstd", rstd.getType(), RmsNormOp::rstdType(input),
+                    "the input's rows in f32");
 }
 
 LogicalResult RmsNormOp::verify() {
   if (failed(verifyRmsNorm(*this, getInput().getType(), getWeight().getType(),
-                           getEps())))
+                           getEps())) ||
+      failed(verifySavedRstd(*this, getRstd(), getInput().getType())))
     return failure();
-  return expectType(*this, "result", getType(), getInput().getType(),
-                    "input type");
+  return expectType(*this, "result", getResult().getType(),
+                    getInput().getType(), "input type");
 }
 
 /// Checks the operand of a rotary embedding (forward or backward), called
@@ -652,9 +692,9 @@ LogicalResult MulOp::verify() {
 void AttentionGradOp::build(OpBuilder &builder, OperationState &state, Value q,
                             Value k, Value v, Value out, Value dout,
                             int64_t numHeads, int64_t numKvHeads,
-                            int64_t headDim, float scale) {
+                            int64_t headDim, float scale, Value lse) {
   build(builder, state, q.getType(), k.getType(), v.getType(), q, k, v, out,
-        dout, builder.getI64IntegerAttr(numHeads),
+        dout, lse, builder.getI64IntegerAttr(numHeads),
         builder.getI64IntegerAttr(numKvHeads),
         builder.getI64IntegerAttr(headDim), builder.getF32FloatAttr(scale));
 }
@@ -667,7 +707,8 @@ LogicalResult AttentionGradOp::verify() {
       failed(expectType(*this, "out", getOut().getType(), q, "q type")) ||
       failed(expectType(*this, "dout", getDout().getType(), q, "q type")) ||
       failed(expectType(*this, "dq", getDq().getType(), q, "q type")) ||
-      failed(expectType(*this, "dk", getDk().getType(), k, "k type")))
+      failed(expectType(*this, "dk", getDk().getType(), k, "k type")) ||
+      failed(verifySavedLse(*this, getLse(), q, getNumHeads())))
     return failure();
   return expectType(*this, "dv", getDv().getType(), v, "v type");
 }
@@ -743,8 +784,9 @@ void LoraGradOp::getEffects(
 }
 
 void RmsNormGradOp::build(OpBuilder &builder, OperationState &state,
-                          Value input, Value weight, Value dy, float eps) {
-  build(builder, state, input.getType(), input, weight, dy,
+                          Value input, Value weight, Value dy, float eps,
+                          Value rstd) {
+  build(builder, state, input.getType(), input, weight, dy, rstd,
         builder.getF32FloatAttr(eps));
 }
 
@@ -752,7 +794,8 @@ LogicalResult RmsNormGradOp::verify() {
   Type x = getInput().getType();
   if (failed(verifyRmsNorm(*this, getInput().getType(), getWeight().getType(),
                            getEps())) ||
-      failed(expectType(*this, "dy", getDy().getType(), x, "input type")))
+      failed(expectType(*this, "dy", getDy().getType(), x, "input type")) ||
+      failed(verifySavedRstd(*this, getRstd(), getInput().getType())))
     return failure();
   return expectType(*this, "result", getType(), x, "input type");
 }

@@ -379,7 +379,10 @@ def QLoRA_AttentionOp : QLoRA_Op<"attention", [Pure, Differentiable]> {
 
     In CUDA terms this is one FlashAttention-style kernel (tiles of q in
     shared memory, online softmax, K/V streamed), never materializing the
-    S x S scores.
+    S x S scores. qlora-save-for-backward may add a second result, `lse`
+    (`[..., num_heads, S]`, f32): the natural log of each query row's
+    softmax denominator, which `qlora.attention_grad` then reads instead of
+    recomputing the forward.
 
     ```mlir
     %a = qlora.attention %q, %k, %v
@@ -396,16 +399,23 @@ def QLoRA_AttentionOp : QLoRA_Op<"attention", [Pure, Differentiable]> {
     I64Attr:$head_dim,
     F32Attr:$scale
   );
-  let results = (outs QLoRA_FloatTensor:$result);
+  let results = (outs QLoRA_FloatTensor:$result,
+                      Optional<F32Tensor>:$lse);
   let assemblyFormat = [{
     $q `,` $k `,` $v attr-dict `:` functional-type(operands, results)
   }];
   let builders = [
-    /// The result has q's type.
+    /// The result has q's type; no lse unless `saveLse`.
     OpBuilder<(ins "::mlir::Value":$q, "::mlir::Value":$k, "::mlir::Value":$v,
                    "int64_t":$numHeads, "int64_t":$numKvHeads,
-                   "int64_t":$headDim, "float":$scale)>
+                   "int64_t":$headDim, "float":$scale,
+                   CArg<"bool", "false">:$saveLse)>
   ];
+  let extraClassDeclaration = [{
+    /// The type of the saved log-sum-exp, `[..., num_heads, S]` in f32.
+    static ::mlir::RankedTensorType lseType(::mlir::RankedTensorType q,
+                                            int64_t numHeads);
+  }];
   let hasVerifier = 1;
 }
 
@@ -484,7 +494,9 @@ def QLoRA_RmsNormOp : QLoRA_Op<"rms_norm", [Pure, Differentiable]> {
     the gradient flows to `x` only.
 
     In CUDA terms this is one row-wise kernel: a warp or block reduction of
-    the squares, then a scaled elementwise pass.
+    the squares, then a scaled elementwise pass. qlora-save-for-backward
+    may add a second result, `rstd` (f32, one per row): the reciprocal RMS
+    that `qlora.rms_norm_grad` then reads.
 
     ```mlir
     %y = qlora.rms_norm %x, %w {eps = 1.0e-05 : f32}
@@ -496,15 +508,21 @@ def QLoRA_RmsNormOp : QLoRA_Op<"rms_norm", [Pure, Differentiable]> {
     QLoRA_FloatTensor:$weight,
     F32Attr:$eps
   );
-  let results = (outs QLoRA_FloatTensor:$result);
+  let results = (outs QLoRA_FloatTensor:$result,
+                      Optional<F32Tensor>:$rstd);
   let assemblyFormat = [{
     $input `,` $weight attr-dict `:` functional-type(operands, results)
   }];
   let builders = [
-    /// The result has the input's type.
+    /// The result has the input's type; no rstd unless `saveRstd`.
     OpBuilder<(ins "::mlir::Value":$input, "::mlir::Value":$weight,
-                   "float":$eps)>
+                   "float":$eps, CArg<"bool", "false">:$saveRstd)>
   ];
+  let extraClassDeclaration = [{
+    /// The type of the saved reciprocal RMS: the input's shape without its
+    /// last dimension, f32.
+    static ::mlir::RankedTensorType rstdType(::mlir::RankedTensorType input);
+  }];
   let hasVerifier = 1;
 }
 
@@ -661,8 +679,10 @@ def QLoRA_AttentionGradOp : QLoRA_Op<"attention_grad", [Pure]> {
     KV head are summed into that KV head.
 
     In CUDA terms this is FlashAttention's backward kernel: it recomputes the
-    softmax from `q`, `k` and the row statistics (recovered from `out`), and
-    accumulates dk, dv per KV tile.
+    softmax from `q`, `k` and the row statistics, and accumulates dk, dv per
+    KV tile. The statistics are the forward's saved `lse` when the op has
+    one (`saved(%lse)`, from qlora-save-for-backward); without it a backend
+    recomputes them.
 
     ```mlir
     %dq, %dk, %dv = qlora.attention_grad %q, %k, %v, %out, %dout
@@ -678,6 +698,7 @@ def QLoRA_AttentionGradOp : QLoRA_Op<"attention_grad", [Pure]> {
     QLoRA_FloatTensor:$v,
     QLoRA_FloatTensor:$out,
     QLoRA_FloatTensor:$dout,
+    Optional<F32Tensor>:$lse,
     I64Attr:$num_heads,
     I64Attr:$num_kv_heads,
     I64Attr:$head_dim,
@@ -686,15 +707,16 @@ def QLoRA_AttentionGradOp : QLoRA_Op<"attention_grad", [Pure]> {
   let results = (outs QLoRA_FloatTensor:$dq, QLoRA_FloatTensor:$dk,
                       QLoRA_FloatTensor:$dv);
   let assemblyFormat = [{
-    $q `,` $k `,` $v `,` $out `,` $dout attr-dict `:`
-    functional-type(operands, results)
+    $q `,` $k `,` $v `,` $out `,` $dout (`saved` `(` $lse^ `)`)? attr-dict
+    `:` functional-type(operands, results)
   }];
   let builders = [
-    /// dq, dk and dv have the types of q, k and v.
+    /// dq, dk and dv have the types of q, k and v; `lse` may be null.
     OpBuilder<(ins "::mlir::Value":$q, "::mlir::Value":$k, "::mlir::Value":$v,
                    "::mlir::Value":$out, "::mlir::Value":$dout,
                    "int64_t":$numHeads, "int64_t":$numKvHeads,
-                   "int64_t":$headDim, "float":$scale)>
+                   "int64_t":$headDim, "float":$scale,
+                   CArg<"::mlir::Value", "{}">:$lse)>
   ];
   let hasVerifier = 1;
 }
@@ -825,7 +847,8 @@ def QLoRA_RmsNormGradOp : QLoRA_Op<"rms_norm_grad", [Pure]> {
     and `g = dy · w`, `dx = r · (g - x · r² · mean(g · x))` row by row, in
     fp32. The result has `x`'s type (the norm weight is frozen: no dw).
 
-    In CUDA terms this is one row-wise kernel with two reductions.
+    In CUDA terms this is one row-wise kernel with two reductions; with the
+    forward's saved `rstd` (`saved(%rstd)`), one.
 
     ```mlir
     %dx = qlora.rms_norm_grad %x, %w, %dy {eps = 1.0e-05 : f32}
@@ -836,16 +859,19 @@ def QLoRA_RmsNormGradOp : QLoRA_Op<"rms_norm_grad", [Pure]> {
     QLoRA_FloatTensor:$input,
     QLoRA_FloatTensor:$weight,
     QLoRA_FloatTensor:$dy,
+    Optional<F32Tensor>:$rstd,
     F32Attr:$eps
   );
   let results = (outs QLoRA_FloatTensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight `,` $dy attr-dict `:` functional-type(operands, results)
+    $input `,` $weight `,` $dy (`saved` `(` $rstd^ `)`)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let builders = [
-    /// The result has the input's type.
+    /// The result has the input's type; `rstd` may be null.
     OpBuilder<(ins "::mlir::Value":$input, "::mlir::Value":$weight,
-                   "::mlir::Value":$dy, "float":$eps)>
+                   "::mlir::Value":$dy, "float":$eps,
+                   CArg<"::mlir::Value", "{}">:$rstd)>
   ];
   let hasVerifier = 1;
 }

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+#include "runtime/train/Manifest.h"
 
 #include "dialects/QLoRAOps.h"
 #include "passes/Autodiff.h"
@@ -151,7 +152,8 @@ LogicalResult BuildTrainStepPass::buildTrainStep(
   Value loss = terminator->getOperand(0);
   builder.setInsertionPoint(terminator);
   Location loc = trainStep.getLoc();
-  Value seed = InputOp::create(builder, loc, loss.getType(), "grad_scale");
+  Value seed =
+      InputOp::create(builder, loc, loss.getType(), ::qlora::slot::kGradScale);
   SmallVector<Value> wrt;
   for (auto &[name, trainable] : params)
     for (ParamOp ref : trainable.refs)
@@ -198,8 +200,8 @@ void BuildTrainStepPass::buildApplyGradients(
   OpBuilder builder = OpBuilder::atBlockBegin(apply.addEntryBlock());
   Location loc = apply.getLoc();
   auto scalar = RankedTensorType::get({}, builder.getF32Type());
-  Value lr = InputOp::create(builder, loc, scalar, "learning_rate");
-  Value step = InputOp::create(builder, loc, scalar, "step");
+  Value lr = InputOp::create(builder, loc, scalar, ::qlora::slot::kLearningRate);
+  Value step = InputOp::create(builder, loc, scalar, ::qlora::slot::kStep);
 
   SmallVector<std::pair<StringRef, const Trainable *>> updated;
   SmallVector<Value> grads;
@@ -211,14 +213,18 @@ void BuildTrainStepPass::buildApplyGradients(
                                     ("grad:" + name).str()));
   }
 
-  // Global-norm clipping over every gradient, as clip_grad_norm_.
-  if (maxGradNorm > 0.0) {
-    Value total;
-    for (Value grad : grads) {
-      Value squares = SumSquaresOp::create(builder, loc, grad);
-      total = total ? Value(AddOp::create(builder, loc, total, squares))
-                    : squares;
-    }
+  // The global norm of the accumulated gradients (before clipping, as the
+  // Trainer logs it), for the host to report and check; and global-norm
+  // clipping over every gradient, as clip_grad_norm_.
+  Value total;
+  for (Value grad : grads) {
+    Value squares = SumSquaresOp::create(builder, loc, grad);
+    total = total ? Value(AddOp::create(builder, loc, total, squares))
+                  : squares;
+  }
+  if (total)
+    AssignOp::create(builder, loc, ::qlora::slot::kGradNormSquares, total);
+  if (maxGradNorm > 0.0 && total) {
     Value coefficient = ClipCoefficientOp::create(
         builder, loc, total, static_cast<float>(maxGradNorm));
     for (Value &grad : grads)

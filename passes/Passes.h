@@ -72,8 +72,14 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
       *this, "fuse-lora-linear",
       llvm::cl::desc("Also fold dequantized base weights into lora_linear"),
       llvm::cl::init(true)};
-  // Code generation, off by default so that the pipeline prints the training
-  // step in the qlora dialect; qlora-compile turns both on.
+  // The lowering: the target's decisions, then code generation, off by
+  // default so that the pipeline prints the training step in the qlora
+  // dialect; qlora-compile turns both on.
+  Option<std::string> target{
+      *this, "target",
+      llvm::cl::desc("The backend to lower for: cpu or cuda (its compute "
+                     "type, saved statistics, storage and kernels)"),
+      llvm::cl::init("cpu")};
   Option<bool> planMemory{*this, "plan-memory",
                           llvm::cl::desc("Run qlora-plan-memory"),
                           llvm::cl::init(false)};

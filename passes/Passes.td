@@ -259,4 +259,62 @@ def BuildTrainStepPass : Pass<"qlora-build-train-step", "::mlir::ModuleOp"> {
   ];
 }
 
+//===----------------------------------------------------------------------===//
+// Lowering decisions of a target
+//===----------------------------------------------------------------------===//
+
+def AssignComputeTypePass
+    : Pass<"qlora-assign-compute-type", "::mlir::ModuleOp"> {
+  let summary = "store and compute the step's activations in bf16";
+  let description = [{
+    The compute-type decision of targets that run in bf16 (cuda): every
+    float tensor of the step becomes bf16, activations, their gradients and
+    the frozen dense weights alike, except what the optimizer owns, which
+    stays fp32: the adapters (their master weights), the optimizer state,
+    the adapter gradients a `qlora.lora_grad` produces and everything
+    computed from those (accumulation, clipping, AdamW), the saved
+    statistics, and scalars (the loss, the learning rate). bf16 operands with
+    fp32 accumulation is the numerics contract; the kernels accumulate in
+    fp32 and round each result once. NF4 weights keep their type.
+
+    ```mlir
+    // before
+    %h = qlora.embedding %ids, %table : (tensor<2x64xi32>, tensor<1024x256xbf16>) -> tensor<2x64x256xf32>
+    %dx, %da, %db = qlora.lora_grad %x, %a, %b, %dy {scale = 2.0 : f32} : (tensor<2x64x256xf32>, tensor<8x256xf32>, tensor<256x8xf32>, tensor<2x64x256xf32>) -> (tensor<2x64x256xf32>, tensor<8x256xf32>, tensor<256x8xf32>)
+    // after
+    %h = qlora.embedding %ids, %table : (tensor<2x64xi32>, tensor<1024x256xbf16>) -> tensor<2x64x256xbf16>
+    %dx, %da, %db = qlora.lora_grad %x, %a, %b, %dy {scale = 2.0 : f32} : (tensor<2x64x256xbf16>, tensor<8x256xf32>, tensor<256x8xf32>, tensor<2x64x256xbf16>) -> (tensor<2x64x256xbf16>, tensor<8x256xf32>, tensor<256x8xf32>)
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+}
+
+def SaveForBackwardPass : Pass<"qlora-save-for-backward", "::mlir::ModuleOp"> {
+  let summary = "keep the forward's statistics for the backward kernels";
+  let description = [{
+    Gives a forward op the statistics its backward kernel reads on the
+    target (codegen/Target.h), as an extra result the planner sizes and
+    keeps alive until the backward, instead of recomputing them there:
+    attention's log-sum-exp per query row (every target) and RMSNorm's
+    reciprocal RMS per row (cuda). A `qlora.attention_grad` finds its
+    forward through its `out` operand; a `qlora.rms_norm_grad` through the
+    `qlora.rms_norm` of the same input, weight and eps. A backward op whose
+    forward cannot be found is an error.
+
+    ```mlir
+    // before
+    %o = qlora.attention %q, %k, %v {...} : (...) -> tensor<2x64x256xf32>
+    %dq, %dk, %dv = qlora.attention_grad %q, %k, %v, %o, %do {...} : ...
+    // after
+    %o, %lse = qlora.attention %q, %k, %v {...} : (...) -> (tensor<2x64x256xf32>, tensor<2x4x64xf32>)
+    %dq, %dk, %dv = qlora.attention_grad %q, %k, %v, %o, %do saved(%lse) {...} : ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+  let options = [
+    Option<"target", "target", "std::string", "\"cpu\"",
+           "the backend whose kernels read the statistics: cpu or cuda">,
+  ];
+}
+
 #endif // QLORA_PASSES_TD

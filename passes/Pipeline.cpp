@@ -50,9 +50,18 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
     train.weightDecay = options.weight_decay;
     pm.addPass(createBuildTrainStepPass(train));
   }
-  // Then the lowering: a static arena plan and the kernel calls.
-  if (options.planMemory)
-    pm.addPass(createPlanMemoryPass());
+  // Then the lowering for the target: its compute type and the statistics
+  // its backward kernels read (both only with a training step), a static
+  // arena plan and the kernel calls.
+  if (options.buildTrainStep && options.target == "cuda")
+    pm.addPass(createAssignComputeTypePass());
+  if (options.buildTrainStep)
+    pm.addPass(createSaveForBackwardPass({options.target}));
+  if (options.planMemory) {
+    PlanMemoryPassOptions plan;
+    plan.target = options.target;
+    pm.addPass(createPlanMemoryPass(plan));
+  }
   if (options.convertToEmitC)
     pm.addPass(createConvertQLoRAToEmitCPass());
 }
@@ -79,7 +88,8 @@ void mlir::qlora::registerQLoRAPipeline() {
   PassPipelineRegistration<QLoRAPipelineOptions>(
       "qlora-pipeline",
       "The qlora compilation pipeline: inject-lora, quantize-weights, "
-      "fuse-dequant-matmul, fuse-lora, build-train-step (and, when asked, "
+      "fuse-dequant-matmul, fuse-lora, build-train-step, the target's "
+      "assign-compute-type and save-for-backward (and, when asked, "
       "plan-memory and convert-qlora-to-emitc)",
       buildQLoRAPipeline);
 }

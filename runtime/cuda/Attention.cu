@@ -691,19 +691,9 @@ Status launchForward(const uint16_t *q, const uint16_t *k, const uint16_t *v,
   return Status::ok();
 }
 
-/// CTAs of the dK / dV kernel below which the backward splits a GQA group's
-/// query heads: several waves of three CTAs an SM on an H200, so that the
-/// long causal key blocks are spread out.
-constexpr int64_t kBackwardTargetCtas = 1024;
-static_assert(BackwardConfig<64>::kBc == BackwardConfig<128>::kBc,
-              "one key block size for both head dimensions");
-
-/// Floats of the scratch before the split partials: the dq accumulator and
-/// D, rounded up to 16 bytes for the partials' vector accesses.
-int64_t partialsOffset(int64_t batch, int64_t seq, int64_t heads,
-                       int64_t headDim) {
-  return (batch * seq * heads * (headDim + 1) + 3) / 4 * 4;
-}
+static_assert(BackwardConfig<64>::kBc == kAttentionBackwardKeyBlock &&
+                  BackwardConfig<128>::kBc == kAttentionBackwardKeyBlock,
+              "Workspaces.h sizes the backward by this key block");
 
 /// `requested`, or the default where it is 0; an error unless it divides
 /// the group.
@@ -788,34 +778,6 @@ Status attentionForward(const uint16_t *q, const uint16_t *k,
                             lse, stream);
 }
 
-int64_t attentionBackwardSplits(int64_t batch, int64_t seq, int64_t heads,
-                                int64_t kvHeads) {
-  if (batch <= 0 || seq <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-    return 1;
-  const int64_t group = heads / kvHeads;
-  const int64_t kBc = BackwardConfig<64>::kBc;
-  const int64_t ctas = (seq + kBc - 1) / kBc * kvHeads * batch;
-  int64_t splits = 1;
-  for (int64_t d = 2; d <= group; ++d)
-    if (group % d == 0 && ctas * d <= kBackwardTargetCtas)
-      splits = d;
-  return splits;
-}
-
-size_t attentionBackwardScratchBytes(int64_t batch, int64_t seq,
-                                     int64_t heads, int64_t kvHeads,
-                                     int64_t headDim, int64_t splits) {
-  if (batch <= 0 || seq <= 0 || heads <= 0 || headDim <= 0 ||
-      kvHeads <= 0 || heads % kvHeads != 0)
-    return 0;
-  if (splits == 0)
-    splits = attentionBackwardSplits(batch, seq, heads, kvHeads);
-  const int64_t partials =
-      splits > 1 ? 2 * splits * batch * seq * kvHeads * headDim : 0;
-  return size_t(partialsOffset(batch, seq, heads, headDim) + partials) *
-         sizeof(float);
-}
-
 Status attentionBackward(const uint16_t *q, const uint16_t *k,
                          const uint16_t *v, const uint16_t *out,
                          const float *lse, const uint16_t *dout, int64_t batch,
@@ -836,7 +798,7 @@ Status attentionBackward(const uint16_t *q, const uint16_t *k,
   float *dqAccum = static_cast<float *>(scratch);
   float *delta = dqAccum + batch * seq * heads * headDim;
   float *dkvPartial =
-      dqAccum + partialsOffset(batch, seq, heads, headDim);
+      dqAccum + attentionBackwardPartialsOffset(batch, seq, heads, headDim);
   if (headDim == 64)
     return launchBackward<64>(q, k, v, out, lse, dout, batch, seq, heads,
                               kvHeads, scale, *splits, dqAccum, delta,

@@ -20,6 +20,7 @@
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/cuda/Workspaces.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -36,26 +37,17 @@ Status attentionForward(const uint16_t *q, const uint16_t *k,
                         float scale, uint16_t *out, float *lse,
                         cudaStream_t stream);
 
-/// Bytes of the fp32 workspace attentionBackward needs:
-///  * [0, batch*seq*heads*headDim) floats: the dq accumulator, laid out as
-///    dq (zeroed, then summed into with fp32 atomics, then scaled and
-///    rounded into dq);
-///  * then batch*heads*seq floats: D = rowsum(dout o out) per query row,
-///    laid out as lse;
-///  * when a GQA shape gives too few CTAs to fill the GPU and the group's
-///    query heads are split over several CTAs, from the next 16-byte
-///    boundary: each split's fp32 partial dk and dv (2 * splits *
-///    batch*seq*kvHeads*headDim floats).
-size_t attentionBackwardScratchBytes(int64_t batch, int64_t seq,
-                                     int64_t heads, int64_t kvHeads,
-                                     int64_t headDim, int64_t splits = 0);
-
-/// How many CTAs share a kv head's query heads in attentionBackward by
-/// default (`splits` 0): the largest divisor of heads / kvHeads that keeps
-/// the dk / dv kernel at most 1024 CTAs, so 1 for MHA and for large
-/// batch x seq. A function of the shape only.
-int64_t attentionBackwardSplits(int64_t batch, int64_t seq, int64_t heads,
-                                int64_t kvHeads);
+// attentionBackwardScratchBytes() sizes the fp32 workspace of
+// attentionBackward (Workspaces.h, without CUDA, for the compiler too):
+//  * [0, batch*seq*heads*headDim) floats: the dq accumulator, laid out as
+//    dq (zeroed, then summed into with fp32 atomics, then scaled and
+//    rounded into dq);
+//  * then batch*heads*seq floats: D = rowsum(dout o out) per query row,
+//    laid out as lse;
+//  * when a GQA shape gives too few CTAs to fill the GPU and the group's
+//    query heads are split over several CTAs (attentionBackwardSplits()),
+//    from the next 16-byte boundary: each split's fp32 partial dk and dv
+//    (2 * splits * batch*seq*kvHeads*headDim floats).
 
 /// dq (=), dk (=), dv (=) of attentionForward for upstream dout, from the
 /// forward's out and lse; dk and dv sum over the query heads that share a kv

@@ -95,8 +95,8 @@ __device__ __forceinline__ float decodeAbsmax(const NF4DeviceWeight &w,
                                               const float *dynamicMap) {
   if (w.absmaxCodes == nullptr)
     return loaded.scale;
-  return __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale),
-                   w.offset);
+  const float offset = w.offsetOnDevice ? __ldg(w.offsetOnDevice) : w.offset;
+  return __fadd_rn(__fmul_rn(dynamicMap[loaded.code], loaded.scale), offset);
 }
 
 /// fp32 block maximum `block`, loaded and decoded at once.

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/Gemm.h"
 #include "runtime/cuda/NF4Kernels.h"
 
 #include <cublas_v2.h>
@@ -16,29 +17,6 @@
 namespace qlora::cuda {
 
 namespace {
-
-/// out[M, N] = alpha · in[M, K] · w[N, K]ᵀ + beta · out, row-major bf16 with
-/// fp32 accumulation (cuBLAS sees the column-major transposes).
-Status gemmWeightTransposed(cublasHandle_t blas, int64_t M, int64_t N,
-                            int64_t K, float alpha, const uint16_t *in,
-                            const uint16_t *w, float beta, uint16_t *out) {
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-      blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, w,
-      CUDA_R_16BF, int(K), in, CUDA_R_16BF, int(K), &beta, out, CUDA_R_16BF,
-      int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  return Status::ok();
-}
-
-/// out[M, N] = alpha · in[M, K] · w[K, N] + beta · out, likewise.
-Status gemmWeightPlain(cublasHandle_t blas, int64_t M, int64_t N, int64_t K,
-                       float alpha, const uint16_t *in, const uint16_t *w,
-                       float beta, uint16_t *out) {
-  QLORA_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
-      blas, CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &alpha, w,
-      CUDA_R_16BF, int(N), in, CUDA_R_16BF, int(K), &beta, out, CUDA_R_16BF,
-      int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  return Status::ok();
-}
 
 Status checkLoraTerm(const LoraTerm &lora, const char *entry) {
   if (!lora.a || !lora.b || !lora.hidden || lora.rank < 1)
@@ -90,13 +68,13 @@ Status nf4MatmulDequantGemm(cublasHandle_t blas, const uint16_t *x, int64_t M,
   if (!beta)
     return beta.error();
   QLORA_RETURN_IF_ERROR(
-      gemmWeightTransposed(blas, M, N, K, 1.0f, x, scratch, *beta, y));
+      gemmBf16NT(blas, M, N, K, 1.0f, x, scratch, *beta, y));
   if (const LoraTerm *lora = epilogue.lora) {
     // hidden [M, r] = in · Aᵀ; y += scale · hidden · Bᵀ.
-    QLORA_RETURN_IF_ERROR(gemmWeightTransposed(
+    QLORA_RETURN_IF_ERROR(gemmBf16NT(
         blas, M, lora->rank, K, 1.0f, lora->input ? lora->input : x, lora->a,
         0.0f, lora->hidden));
-    QLORA_RETURN_IF_ERROR(gemmWeightTransposed(
+    QLORA_RETURN_IF_ERROR(gemmBf16NT(
         blas, M, N, lora->rank, lora->scale, lora->hidden, lora->b, 1.0f, y));
   }
   return Status::ok();
@@ -182,12 +160,12 @@ Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
   if (!beta)
     return beta.error();
   QLORA_RETURN_IF_ERROR(
-      gemmWeightPlain(blas, M, K, N, 1.0f, dy, scratch, *beta, dx));
+      gemmBf16NN(blas, M, K, N, 1.0f, dy, scratch, *beta, dx));
   if (const LoraTerm *lora = epilogue.lora) {
     // hidden [M, r] = dY · B; dX += scale · hidden · A.
-    QLORA_RETURN_IF_ERROR(gemmWeightPlain(blas, M, lora->rank, N, 1.0f, dy,
+    QLORA_RETURN_IF_ERROR(gemmBf16NN(blas, M, lora->rank, N, 1.0f, dy,
                                           lora->b, 0.0f, lora->hidden));
-    QLORA_RETURN_IF_ERROR(gemmWeightPlain(blas, M, K, lora->rank, lora->scale,
+    QLORA_RETURN_IF_ERROR(gemmBf16NN(blas, M, K, lora->rank, lora->scale,
                                           lora->hidden, lora->a, 1.0f, dx));
   }
   return Status::ok();

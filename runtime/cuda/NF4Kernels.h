@@ -9,6 +9,7 @@
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/cuda/NF4MatmulPath.h"
 
 #include <cstdint>
 #include <cuda_runtime_api.h>
@@ -28,6 +29,9 @@ struct NF4DeviceWeight {
   const uint8_t *absmaxCodes = nullptr;   ///< double quant, or null
   const float *absmaxScales = nullptr;    ///< one per dqBlockSize codes
   float offset = 0.0f;
+  /// The offset in device memory instead (a compiled step's arena holds it:
+  /// its host never sees the weights' values); null: `offset`.
+  const float *offsetOnDevice = nullptr;
   int64_t rows = 0, cols = 0;
   int64_t blockSize = 64, dqBlockSize = 256;
   /// log2 of the two block sizes, set by the entry points (both sizes are
@@ -160,16 +164,8 @@ Status nf4MatmulGradInput(cublasHandle_t blas, const uint16_t *dy, int64_t M,
                           uint16_t *dx, cudaStream_t stream,
                           const GemmEpilogue &epilogue = {});
 
-/// The forward strategies above that the library chooses among (the fused
-/// kernel joins when it is measured to win).
-enum class NF4MatmulPath { Gemv, SmallM, DequantGemm };
-
-/// The strategy nf4Matmul uses for y = x · Wᵀ with M rows of x, by the
-/// H200 measurements in the README: the tensor-core small-M kernel up to 16
-/// rows (faster than the CUDA-core GEMV at every M measured), the GEMV where
-/// K is not a multiple of 64 (up to 8 rows), dequantize + cuBLAS above (and
-/// whenever there is an epilogue, which only that path applies). A path
-/// whose shape conditions fail falls through to the next.
+/// The strategy nf4Matmul uses for y = x · Wᵀ with M rows of x
+/// (NF4MatmulPath.h's choice for this weight and epilogue).
 NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
                                   const GemmEpilogue &epilogue = {});
 

@@ -11,18 +11,8 @@ namespace qlora::cuda {
 
 NF4MatmulPath chooseNF4MatmulPath(int64_t M, const NF4DeviceWeight &weight,
                                   const GemmEpilogue &epilogue) {
-  const bool hasEpilogue = epilogue.residual || epilogue.lora;
-  if (hasEpilogue || M > 16)
-    return NF4MatmulPath::DequantGemm;
-  const int64_t K = weight.cols;
-  // Measured: the tensor-core kernel beats the GEMV at every M; the GEMV
-  // remains for K that is not a multiple of 64.
-  const bool offsetsFit = weight.rows * K < (int64_t(1) << 32);
-  if (K % 64 == 0 && weight.blockSize % 64 == 0 && offsetsFit)
-    return NF4MatmulPath::SmallM;
-  if (M <= 8 && K % 8 == 0)
-    return NF4MatmulPath::Gemv;
-  return NF4MatmulPath::DequantGemm;
+  return chooseNF4MatmulPath(M, weight.rows, weight.cols, weight.blockSize,
+                             epilogue.residual || epilogue.lora);
 }
 
 SmallMTiling chooseSmallMTiling(const NF4DeviceWeight &weight,

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
+#include <cuda_bf16.h>
 #include "runtime/cuda/TrainingKernels.h"
 
 #include <algorithm>
@@ -73,6 +74,75 @@ __global__ void __launch_bounds__(kThreads)
     m[i] = mi;
     v[i] = vi;
   }
+}
+
+/// cpu::adamw's scalars from the learning rate and step: Python doubles in
+/// torch, rounded to fp32 where they meet the fp32 tensors. Shared by the
+/// host (adamw) and the device (adamwOnDevice).
+__host__ __device__ inline AdamWCoefficients
+adamwCoefficients(float lr, float beta1, float beta2, float eps,
+                  float weightDecay, double step) {
+  double t = step < 1.0 ? 1.0 : step;
+  double biasCorrection1 = 1.0 - pow(double(beta1), t);
+  double biasCorrection2 = 1.0 - pow(double(beta2), t);
+  AdamWCoefficients c;
+  c.decay = float(1.0 - double(lr) * double(weightDecay));
+  c.lerpWeight = float(1.0 - double(beta1));
+  c.oneMinusLerpWeight = 1.0f - c.lerpWeight; // fp32, as the CPU rounds it
+  c.beta2 = beta2;
+  c.oneMinusBeta2 = float(1.0 - double(beta2));
+  c.negStepSize = float(-(double(lr) / biasCorrection1));
+  c.biasCorrection2Sqrt = float(sqrt(biasCorrection2));
+  c.eps = eps;
+  return c;
+}
+
+/// adamwKernel with the coefficients formed on the device from *lr and
+/// *step (each block forms them once), and the bf16 copy written.
+__global__ void __launch_bounds__(kThreads)
+    adamwDeviceKernel(float *__restrict__ param, const float *__restrict__ grad,
+                      float *__restrict__ m, float *__restrict__ v, int64_t n,
+                      const float *__restrict__ lr,
+                      const float *__restrict__ step, float beta1, float beta2,
+                      float eps, float weightDecay,
+                      uint16_t *__restrict__ compute) {
+  __shared__ AdamWCoefficients shared;
+  if (threadIdx.x == 0)
+    shared = adamwCoefficients(*lr, beta1, beta2, eps, weightDecay,
+                               double(rint(*step)));
+  __syncthreads();
+  const AdamWCoefficients c = shared;
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += stride) {
+    float p = param[i], mi = m[i], vi = v[i];
+    adamwElement(p, __ldg(grad + i), mi, vi, c);
+    param[i] = p;
+    m[i] = mi;
+    v[i] = vi;
+    if (compute)
+      compute[i] = __bfloat16_as_ushort(__float2bfloat16_rn(p));
+  }
+}
+
+__global__ void clipCoefficientKernel(const float *__restrict__ total,
+                                      float maxNorm, float *__restrict__ out) {
+  float norm = sqrtf(*total);
+  *out = fminf(1.0f, maxNorm / (norm + 1e-6f));
+}
+
+__global__ void __launch_bounds__(kThreads)
+    countNonFiniteKernel(const float *__restrict__ x, int64_t n,
+                         unsigned long long *__restrict__ counter) {
+  unsigned long long local = 0;
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += stride)
+    local += !isfinite(__ldg(x + i));
+  for (int offset = 16; offset > 0; offset /= 2)
+    local += __shfl_xor_sync(0xffffffffu, local, offset);
+  if (threadIdx.x % 32 == 0 && local > 0)
+    atomicAdd(counter, local);
 }
 
 /// Groups of 4 elements per thread and pass, at least, before another block
@@ -166,20 +236,8 @@ Status adamw(float *param, const float *grad, float *m, float *v, int64_t n,
              int64_t step, cudaStream_t stream) {
   if (n <= 0)
     return Status::ok();
-  // cpu::adamw's scalars: Python doubles in torch, rounded to fp32 where
-  // they meet the fp32 tensors.
-  double t = double(std::max<int64_t>(step, 1));
-  double biasCorrection1 = 1.0 - std::pow(double(beta1), t);
-  double biasCorrection2 = 1.0 - std::pow(double(beta2), t);
-  AdamWCoefficients c;
-  c.decay = float(1.0 - double(lr) * double(weightDecay));
-  c.lerpWeight = float(1.0 - double(beta1));
-  c.oneMinusLerpWeight = 1.0f - c.lerpWeight; // fp32, as the CPU rounds it
-  c.beta2 = beta2;
-  c.oneMinusBeta2 = float(1.0 - double(beta2));
-  c.negStepSize = float(-(double(lr) / biasCorrection1));
-  c.biasCorrection2Sqrt = float(std::sqrt(biasCorrection2));
-  c.eps = eps;
+  AdamWCoefficients c = adamwCoefficients(lr, beta1, beta2, eps, weightDecay,
+                                          double(step));
   int64_t vectors = aligned16({param, grad, m, v}) ? n / 4 : 0;
   adamwKernel<<<blocksFor(vectors > 0 ? vectors : n), kThreads, 0, stream>>>(
       param, grad, m, v, n, vectors, c);
@@ -209,6 +267,34 @@ Status scaleByDeviceScalar(float *x, int64_t n, const float *factor,
   int64_t vectors = aligned16({x}) ? n / 4 : 0;
   scaleKernel<<<blocksFor(vectors > 0 ? vectors : n), kThreads, 0, stream>>>(
       x, n, vectors, factor);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status adamwOnDevice(float *param, const float *grad, float *m, float *v,
+                     int64_t n, const float *lr, const float *step,
+                     float beta1, float beta2, float eps, float weightDecay,
+                     uint16_t *compute, cudaStream_t stream) {
+  if (n <= 0)
+    return Status::ok();
+  adamwDeviceKernel<<<blocksFor(n), kThreads, 0, stream>>>(
+      param, grad, m, v, n, lr, step, beta1, beta2, eps, weightDecay, compute);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status clipCoefficient(const float *total, float maxNorm, float *out,
+                       cudaStream_t stream) {
+  clipCoefficientKernel<<<1, 1, 0, stream>>>(total, maxNorm, out);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status countNonFinite(const float *x, int64_t n, unsigned long long *counter,
+                      cudaStream_t stream) {
+  if (n <= 0)
+    return Status::ok();
+  countNonFiniteKernel<<<blocksFor(n), kThreads, 0, stream>>>(x, n, counter);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }

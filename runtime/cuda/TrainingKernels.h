@@ -17,6 +17,7 @@
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/cuda/Workspaces.h"
 
 #include <cstdint>
 #include <cuda_runtime_api.h>
@@ -136,9 +137,6 @@ Status adamw(float *param, const float *grad, float *m, float *v, int64_t n,
              float lr, float beta1, float beta2, float eps, float weightDecay,
              int64_t step, cudaStream_t stream);
 
-/// The fp64 partial sums sumOfSquares needs as workspace.
-constexpr int64_t kSumOfSquaresPartials = 1024;
-
 /// *out (=) (device, fp32) = sum(x^2) over n fp32 elements, accumulated in
 /// fp64: a fixed grid of kSumOfSquaresPartials blocks writes one partial each
 /// into `partials` (device, kSumOfSquaresPartials doubles), and one block
@@ -151,5 +149,24 @@ Status sumOfSquares(const float *x, int64_t n, double *partials, float *out,
 /// (the clipping coefficient computed on the device, no host round trip).
 Status scaleByDeviceScalar(float *x, int64_t n, const float *factor,
                            cudaStream_t stream);
+
+/// adamw() with the learning rate and the step read from the device, so
+/// that a step captured as a CUDA graph replays with each call's values; the
+/// coefficients are formed as adamw() forms them, in double, on the device.
+/// `compute`, when not null, receives the updated parameters in bf16 (the
+/// copy the products read).
+Status adamwOnDevice(float *param, const float *grad, float *m, float *v,
+                     int64_t n, const float *lr, const float *step,
+                     float beta1, float beta2, float eps, float weightDecay,
+                     uint16_t *compute, cudaStream_t stream);
+
+/// *out (=) = min(1, maxNorm / (sqrt(*total) + 1e-6)): clip_grad_norm_'s
+/// factor from the summed squares, on the device.
+Status clipCoefficient(const float *total, float maxNorm, float *out,
+                       cudaStream_t stream);
+
+/// *counter += the number of NaN or infinite values among n fp32 values.
+Status countNonFinite(const float *x, int64_t n, unsigned long long *counter,
+                      cudaStream_t stream);
 
 } // namespace qlora::cuda

@@ -1,27 +1,32 @@
 //===- CpuStepSupport.h - What generated CPU training steps call ------------===//
 //
-// Code generation lowers every qlora op to one call of a function below. All
-// arguments are compile-time constants: byte offsets into the arena, sizes,
-// and attributes; the only runtime value is the StepContext. Each function
-// turns offsets into typed pointers and calls a kernel of runtime/cpu.
-// Kernels that can fail on data (a token id outside the vocabulary) record
-// the first error in the context; later calls of the step are skipped and
-// the entry point returns it.
+// Code generation lowers every qlora op to calls of the functions below,
+// declared from the kernel table runtime/step/CpuKernels.def (which the
+// compiler checks its calls against). All arguments are compile-time
+// constants: byte offsets into the arena (buffers and the workspaces the
+// planner placed), sizes, and attributes; the only runtime value is the
+// StepContext. Each function turns offsets into typed pointers and calls a
+// kernel of runtime/cpu. Kernels that can fail on data (a token id outside
+// the vocabulary) record the first error in the context; later calls of the
+// step are skipped and the entry point returns it.
 //
-// The entry points a step library exports come from QLORA_STEP_ENTRY:
-//   int <symbol>(uint8_t *arena, char *error, size_t errorCapacity);
+// The entry points a step library exports come from QLORA_STEP_ENTRY, with
+// the C interface of runtime/step/StepAbi.h.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 
 #include "runtime/NF4.h"
 #include "runtime/cpu/Kernels.h"
+#include "runtime/step/Dropout.h"
+#include "runtime/step/StepAbi.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace qlora::step {
@@ -44,18 +49,40 @@ struct StepContext {
   uint8_t *u8(int64_t offset) const { return arena + offset; }
 };
 
-/// Runs `body` on `arena` and reports its error, for the exported C symbols.
-inline int runEntry(uint8_t *arena, char *error, size_t capacity,
-                    void (*body)(StepContext *)) {
+/// An NF4 weight's parts in the arena and its shape (the codes and the
+/// fp32 block maxima; double quantization is undone on load).
+struct NF4Parts {
+  int64_t codes, absmax, rows, cols, blockSize;
+};
+
+// The declarations of every kernel a step calls, from the table; the
+// definitions below must match them (checked at the end of this file).
+#define BUF(n) int64_t n
+#define I64(n) int64_t n
+#define F32(n) float n
+#define NF4(n) const NF4Parts &n
+#define QLORA_KERNEL(Name, ...) inline void Name(StepContext *c, __VA_ARGS__);
+#include "runtime/step/CpuKernels.def"
+#undef BUF
+#undef I64
+#undef F32
+#undef NF4
+
+/// Runs `body` on the host's context and reports its error, for the
+/// exported C symbols.
+inline int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
+  if (!host || host->abi_version != QLORA_STEP_ABI_VERSION ||
+      host->struct_size != sizeof(QLoRAStepContext))
+    return 2;
   StepContext context;
-  context.arena = arena;
+  context.arena = host->arena;
   body(&context);
   if (!context.failed())
     return 0;
-  if (capacity > 0) {
-    size_t n = std::min(capacity - 1, context.error.size());
-    std::memcpy(error, context.error.data(), n);
-    error[n] = '\0';
+  if (host->error && host->error_capacity > 0) {
+    size_t n = std::min(host->error_capacity - 1, context.error.size());
+    std::memcpy(host->error, context.error.data(), n);
+    host->error[n] = '\0';
   }
   return 1;
 }
@@ -141,30 +168,23 @@ inline void ropeGrad(StepContext *c, int64_t dy, int64_t batch, int64_t seq,
 inline void attention(StepContext *c, int64_t q, int64_t k, int64_t v,
                       int64_t batch, int64_t seq, int64_t heads,
                       int64_t kvHeads, int64_t headDim, float scale,
-                      int64_t out) {
-  if (c->failed())
-    return;
-  std::vector<float> lse(size_t(batch * heads * seq));
-  cpu::attention(c->f32(q), c->f32(k), c->f32(v), batch, seq, heads, kvHeads,
-                 headDim, scale, c->f32(out), lse.data());
+                      int64_t out, int64_t lse) {
+  if (!c->failed())
+    cpu::attention(c->f32(q), c->f32(k), c->f32(v), batch, seq, heads,
+                   kvHeads, headDim, scale, c->f32(out), c->f32(lse));
 }
 
-/// Recomputes the log-sum-exp of the forward (flash-style) and runs the
-/// backward.
+/// The backward from the forward's saved log-sum-exp.
 inline void attentionGrad(StepContext *c, int64_t q, int64_t k, int64_t v,
-                          int64_t out, int64_t dout, int64_t batch,
-                          int64_t seq, int64_t heads, int64_t kvHeads,
-                          int64_t headDim, float scale, int64_t dq, int64_t dk,
-                          int64_t dv) {
-  if (c->failed())
-    return;
-  std::vector<float> lse(size_t(batch * heads * seq));
-  std::vector<float> recomputed(size_t(batch * seq * heads * headDim));
-  cpu::attention(c->f32(q), c->f32(k), c->f32(v), batch, seq, heads, kvHeads,
-                 headDim, scale, recomputed.data(), lse.data());
-  cpu::attentionBackward(c->f32(q), c->f32(k), c->f32(v), c->f32(out),
-                         lse.data(), c->f32(dout), batch, seq, heads, kvHeads,
-                         headDim, scale, c->f32(dq), c->f32(dk), c->f32(dv));
+                          int64_t out, int64_t lse, int64_t dout,
+                          int64_t batch, int64_t seq, int64_t heads,
+                          int64_t kvHeads, int64_t headDim, float scale,
+                          int64_t dq, int64_t dk, int64_t dv) {
+  if (!c->failed())
+    cpu::attentionBackward(c->f32(q), c->f32(k), c->f32(v), c->f32(out),
+                           c->f32(lse), c->f32(dout), batch, seq, heads,
+                           kvHeads, headDim, scale, c->f32(dq), c->f32(dk),
+                           c->f32(dv));
 }
 
 inline void swiglu(StepContext *c, int64_t gate, int64_t up, int64_t n,
@@ -195,110 +215,86 @@ inline void linearGradInput(StepContext *c, int64_t dy, int64_t weight,
                              c->f32(dx));
 }
 
-inline cpu::NF4View nf4View(StepContext *c, int64_t packed, int64_t absmax,
-                            int64_t N, int64_t K, int64_t blockSize) {
-  return cpu::NF4View{c->u8(packed), c->f32(absmax), N, K, blockSize};
+inline cpu::NF4View nf4View(StepContext *c, const NF4Parts &w) {
+  return cpu::NF4View{c->u8(w.codes), c->f32(w.absmax), w.rows, w.cols,
+                      w.blockSize};
 }
 
-inline void nf4Linear(StepContext *c, int64_t x, int64_t packed,
-                      int64_t absmax, int64_t N, int64_t K, int64_t blockSize,
+inline void nf4Linear(StepContext *c, int64_t x, const NF4Parts &weight,
                       int64_t M, int64_t y) {
   if (!c->failed())
-    cpu::nf4Linear(c->f32(x), nf4View(c, packed, absmax, N, K, blockSize), M,
-                   c->f32(y));
+    cpu::nf4Linear(c->f32(x), nf4View(c, weight), M, c->f32(y));
 }
 
-inline void nf4LinearGradInput(StepContext *c, int64_t dy, int64_t packed,
-                               int64_t absmax, int64_t N, int64_t K,
-                               int64_t blockSize, int64_t M, int64_t dx) {
+inline void nf4LinearGradInput(StepContext *c, int64_t dy,
+                               const NF4Parts &weight, int64_t M, int64_t dx) {
   if (!c->failed())
-    cpu::nf4LinearBackwardInput(c->f32(dy),
-                                nf4View(c, packed, absmax, N, K, blockSize),
-                                M, 0.0f, c->f32(dx));
+    cpu::nf4LinearBackwardInput(c->f32(dy), nf4View(c, weight), M, 0.0f,
+                                c->f32(dx));
 }
 
-/// The LoRA branch alone: y = scale * (x A^T) B^T.
+/// A LoRA branch y = scale * (x A^T) B^T, alone or added onto the base
+/// projection already in y (`accumulate`, lora_linear); `xa` is a
+/// workspace of M * r floats.
 inline void lora(StepContext *c, int64_t x, int64_t A, int64_t B, int64_t M,
-                 int64_t N, int64_t K, int64_t r, float scale, int64_t y) {
+                 int64_t N, int64_t K, int64_t r, float scale,
+                 int64_t accumulate, int64_t xa, int64_t y) {
   if (c->failed())
     return;
-  std::vector<float> xa(size_t(M * r));
-  cpu::fill(c->f32(y), M * N, 0.0f);
+  if (!accumulate)
+    cpu::fill(c->f32(y), M * N, 0.0f);
   cpu::loraForward(c->f32(x), c->f32(A), c->f32(B), M, N, K, r, scale,
-                   xa.data(), c->f32(y));
-}
-
-/// A LoRA branch added onto a base projection already in y (lora_linear).
-inline void loraAdd(StepContext *c, int64_t x, int64_t A, int64_t B,
-                    int64_t M, int64_t N, int64_t K, int64_t r, float scale,
-                    int64_t y) {
-  if (c->failed())
-    return;
-  std::vector<float> xa(size_t(M * r));
-  cpu::loraForward(c->f32(x), c->f32(A), c->f32(B), M, N, K, r, scale,
-                   xa.data(), c->f32(y));
+                   c->f32(xa), c->f32(y));
 }
 
 /// Gradients of the branch: dx, dA, dB are written, not accumulated.
 inline void loraGrad(StepContext *c, int64_t x, int64_t A, int64_t B,
                      int64_t dy, int64_t M, int64_t N, int64_t K, int64_t r,
-                     float scale, int64_t dx, int64_t dA, int64_t dB) {
+                     float scale, int64_t xa, int64_t dx, int64_t dA,
+                     int64_t dB) {
   if (c->failed())
     return;
   // xa = x A^T again: cheaper to recompute (M x r) than to keep.
-  std::vector<float> xa(size_t(M * r));
   cpu::gemm(false, true, M, r, K, 1.0f, c->f32(x), K, c->f32(A), K, 0.0f,
-            xa.data(), r);
+            c->f32(xa), r);
   cpu::fill(c->f32(dx), M * K, 0.0f);
   cpu::fill(c->f32(dA), r * K, 0.0f);
   cpu::fill(c->f32(dB), N * r, 0.0f);
-  cpu::loraBackward(c->f32(x), c->f32(A), c->f32(B), xa.data(), c->f32(dy), M,
-                    N, K, r, scale, c->f32(dA), c->f32(dB), c->f32(dx));
+  cpu::loraBackward(c->f32(x), c->f32(A), c->f32(B), c->f32(xa), c->f32(dy),
+                    M, N, K, r, scale, c->f32(dA), c->f32(dB), c->f32(dx));
 }
 
 // --- LoRA dropout --------------------------------------------------------------
 //
-// PEFT applies nn.Dropout(p) to the input of each LoRA branch (never to the
-// base projection). Here the mask is a pure function of (seed, stream,
-// element): the host draws a seed per micro-batch, each branch of the step
-// has its own stream, and the backward redraws the very mask the forward
-// used instead of storing it.
-
-/// Whether element `index` of stream `stream` is dropped, at rate `p`.
-inline bool dropped(uint32_t seed, uint32_t stream, uint64_t index, float p) {
-  uint64_t z = (uint64_t(seed) << 32 | stream) + index * 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  return double(z >> 11) * 0x1.0p-53 < double(p);
-}
+// Masks come from runtime/step/Dropout.h, the function the GPU draws them
+// with too.
 
 /// out = dropout(x): dropped elements are zero, kept ones scaled by 1/(1-p).
+/// `out` may be `x`.
 inline void applyDropout(const float *x, int64_t n, float p, uint32_t seed,
                          uint32_t stream, float *out) {
   float keep = 1.0f / (1.0f - p);
   for (int64_t i = 0; i < n; ++i)
-    out[i] = dropped(seed, stream, uint64_t(i), p) ? 0.0f : x[i] * keep;
+    out[i] = dropout::dropped(seed, stream, uint64_t(i), p) ? 0.0f
+                                                            : x[i] * keep;
 }
 
 inline uint32_t dropoutSeed(StepContext *c, int64_t seed) {
   return uint32_t(*c->i32(seed));
 }
 
-/// The LoRA branch on dropout(x), alone (lora) or added to y (lora_linear).
+/// The LoRA branch on dropout(x), alone or added to y; `dropped` is a
+/// workspace of M * K floats.
 inline void loraDropout(StepContext *c, int64_t x, int64_t A, int64_t B,
                         int64_t M, int64_t N, int64_t K, int64_t r,
                         float scale, float p, int64_t stream, int64_t seed,
-                        int64_t accumulate, int64_t y) {
+                        int64_t accumulate, int64_t dropped, int64_t xa,
+                        int64_t y) {
   if (c->failed())
     return;
-  std::vector<float> dropped(size_t(M * K)), xa(size_t(M * r));
   applyDropout(c->f32(x), M * K, p, dropoutSeed(c, seed), uint32_t(stream),
-               dropped.data());
-  if (!accumulate)
-    cpu::fill(c->f32(y), M * N, 0.0f);
-  cpu::loraForward(dropped.data(), c->f32(A), c->f32(B), M, N, K, r, scale,
-                   xa.data(), c->f32(y));
+               c->f32(dropped));
+  lora(c, dropped, A, B, M, N, K, r, scale, accumulate, xa, y);
 }
 
 /// Gradients of a branch with dropout: the mask is redrawn; dx passes
@@ -306,48 +302,39 @@ inline void loraDropout(StepContext *c, int64_t x, int64_t A, int64_t B,
 inline void loraGradDropout(StepContext *c, int64_t x, int64_t A, int64_t B,
                             int64_t dy, int64_t M, int64_t N, int64_t K,
                             int64_t r, float scale, float p, int64_t stream,
-                            int64_t seed, int64_t dx, int64_t dA,
-                            int64_t dB) {
+                            int64_t seed, int64_t dropped, int64_t xa,
+                            int64_t dx, int64_t dA, int64_t dB) {
   if (c->failed())
     return;
   uint32_t seedValue = dropoutSeed(c, seed);
-  std::vector<float> masked(size_t(M * K)), xa(size_t(M * r));
   applyDropout(c->f32(x), M * K, p, seedValue, uint32_t(stream),
-               masked.data());
-  cpu::gemm(false, true, M, r, K, 1.0f, masked.data(), K, c->f32(A), K, 0.0f,
-            xa.data(), r);
-  cpu::fill(c->f32(dA), r * K, 0.0f);
-  cpu::fill(c->f32(dB), N * r, 0.0f);
-  std::vector<float> dMasked(size_t(M * K), 0.0f);
-  cpu::loraBackward(masked.data(), c->f32(A), c->f32(B), xa.data(),
-                    c->f32(dy), M, N, K, r, scale, c->f32(dA), c->f32(dB),
-                    dMasked.data());
-  applyDropout(dMasked.data(), M * K, p, seedValue, uint32_t(stream),
-               c->f32(dx));
+               c->f32(dropped));
+  loraGrad(c, dropped, A, B, dy, M, N, K, r, scale, xa, dx, dA, dB);
+  applyDropout(c->f32(dx), M * K, p, seedValue, uint32_t(stream), c->f32(dx));
 }
 
 // --- Loss -----------------------------------------------------------------------
 
-/// Labels shifted by one within each row: position t predicts label t + 1;
-/// the last position of a row has no target.
-inline std::vector<int32_t> shiftedLabels(const int32_t *labels, int64_t batch,
-                                          int64_t seq, int32_t ignoreIndex) {
-  std::vector<int32_t> shifted(size_t(batch * seq), ignoreIndex);
-  for (int64_t b = 0; b < batch; ++b)
+/// Labels shifted by one within each row into `shifted`: position t
+/// predicts label t + 1; the last position of a row has no target.
+inline void shiftLabels(const int32_t *labels, int64_t batch, int64_t seq,
+                        int32_t ignoreIndex, int32_t *shifted) {
+  for (int64_t b = 0; b < batch; ++b) {
     for (int64_t t = 0; t + 1 < seq; ++t)
       shifted[b * seq + t] = labels[b * seq + t + 1];
-  return shifted;
+    shifted[b * seq + seq - 1] = ignoreIndex;
+  }
 }
 
 inline void crossEntropy(StepContext *c, int64_t logits, int64_t labels,
                          int64_t batch, int64_t seq, int64_t vocab,
-                         int64_t ignoreIndex, int64_t loss) {
+                         int64_t ignoreIndex, int64_t shifted, int64_t loss) {
   if (c->failed())
     return;
-  std::vector<int32_t> shifted =
-      shiftedLabels(c->i32(labels), batch, seq, int32_t(ignoreIndex));
+  shiftLabels(c->i32(labels), batch, seq, int32_t(ignoreIndex),
+              c->i32(shifted));
   Expected<int64_t> count =
-      cpu::crossEntropy(c->f32(logits), shifted.data(), batch * seq, vocab,
+      cpu::crossEntropy(c->f32(logits), c->i32(shifted), batch * seq, vocab,
                         int32_t(ignoreIndex), c->f32(loss));
   if (!count)
     c->fail(count.message());
@@ -356,15 +343,15 @@ inline void crossEntropy(StepContext *c, int64_t logits, int64_t labels,
 inline void crossEntropyGrad(StepContext *c, int64_t logits, int64_t labels,
                              int64_t dloss, int64_t batch, int64_t seq,
                              int64_t vocab, int64_t ignoreIndex,
-                             int64_t dlogits) {
+                             int64_t shifted, int64_t dlogits) {
   if (c->failed())
     return;
-  std::vector<int32_t> shifted =
-      shiftedLabels(c->i32(labels), batch, seq, int32_t(ignoreIndex));
+  int32_t *targets = c->i32(shifted);
+  shiftLabels(c->i32(labels), batch, seq, int32_t(ignoreIndex), targets);
   int64_t count = 0;
-  for (int32_t label : shifted)
-    count += label != int32_t(ignoreIndex);
-  cpu::crossEntropyBackward(c->f32(logits), shifted.data(), batch * seq, vocab,
+  for (int64_t i = 0; i < batch * seq; ++i)
+    count += targets[i] != int32_t(ignoreIndex);
+  cpu::crossEntropyBackward(c->f32(logits), targets, batch * seq, vocab,
                             int32_t(ignoreIndex), *c->f32(dloss), count,
                             c->f32(dlogits));
 }
@@ -401,10 +388,26 @@ inline void clipCoefficient(StepContext *c, int64_t totalSquares,
   *c->f32(out) = std::min(1.0f, maxNorm / (norm + 1e-6f));
 }
 
+// Every definition has its table signature: `&Name` is ambiguous (an
+// error) if a definition added an overload instead.
+#define BUF(n) int64_t
+#define I64(n) int64_t
+#define F32(n) float
+#define NF4(n) const NF4Parts &
+#define QLORA_KERNEL(Name, ...)                                                \
+  static_assert(std::is_same_v<decltype(&Name),                                \
+                               void (*)(StepContext *, __VA_ARGS__)>,          \
+                #Name " differs from its CpuKernels.def signature");
+#include "runtime/step/CpuKernels.def"
+#undef BUF
+#undef I64
+#undef F32
+#undef NF4
+
 } // namespace qlora::step
 
 /// Exports `impl` (void(StepContext *)) as the C entry point `symbol`.
 #define QLORA_STEP_ENTRY(symbol, impl)                                         \
-  extern "C" int symbol(uint8_t *arena, char *error, size_t capacity) {        \
-    return ::qlora::step::runEntry(arena, error, capacity, impl);              \
+  extern "C" int symbol(QLoRAStepContext *context) {                           \
+    return ::qlora::step::runEntry(context, impl);                             \
   }

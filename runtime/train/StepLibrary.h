@@ -1,14 +1,14 @@
 //===- StepLibrary.h - A compiled step loaded from its shared library -------===//
 //
-// The generated code exports one C function per entry point:
-//   int <symbol>(uint8_t *arena, char *error, size_t errorCapacity);
-// returning 0 on success and otherwise writing a message (a bad token id, a
-// NaN) into `error`. This class dlopens the library and resolves them.
+// dlopens the step library a manifest names, checks that it was generated
+// for this runtime's ABI and for the manifest's target
+// (runtime/step/StepAbi.h), and resolves its entry points.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/step/StepAbi.h"
 #include "runtime/train/Manifest.h"
 
 #include <cstdint>
@@ -16,9 +16,6 @@
 #include <string>
 
 namespace qlora {
-
-using StepEntryPoint = int (*)(uint8_t *arena, char *error,
-                               size_t errorCapacity);
 
 class StepLibrary {
 public:
@@ -31,14 +28,18 @@ public:
   ~StepLibrary();
 
   const StepManifest &manifest() const { return manifest_; }
-  /// Runs the entry point registered for `role` ("train_step", …).
-  Status call(const std::string &role, uint8_t *arena) const;
+  const std::string &directory() const { return directory_; }
+  /// The entry point registered for `role` ("train_step", …), or an error.
+  Expected<QLoRAStepEntryFn> entry(const std::string &role) const;
+  /// Runs the entry point for `role` on `context`; its message on failure.
+  Status call(const std::string &role, QLoRAStepContext &context) const;
 
 private:
   StepLibrary() = default;
   StepManifest manifest_;
+  std::string directory_;
   void *handle_ = nullptr;
-  std::map<std::string, StepEntryPoint> entries_;
+  std::map<std::string, QLoRAStepEntryFn> entries_;
 };
 
 } // namespace qlora

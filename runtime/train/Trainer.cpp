@@ -3,11 +3,12 @@
 
 #include "runtime/BnbFormat.h"
 #include "runtime/Checkpoint.h"
+#include "runtime/Float16.h"
 #include "runtime/TensorData.h"
+#include "runtime/step/StepStatus.h"
 
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <set>
@@ -26,21 +27,26 @@ bool startsWith(const std::string &text, const std::string &prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
 }
 
+float scalarOf(const std::vector<uint8_t> &bytes) {
+  float value = 0.0f;
+  std::memcpy(&value, bytes.data(), std::min<size_t>(bytes.size(), 4));
+  return value;
+}
+
 } // namespace
 
-Trainer::Trainer(StepLibrary library, TrainingArguments args,
+Trainer::Trainer(std::unique_ptr<StepLibrary> library, TrainingArguments args,
                  TokenDataset data)
     : library_(std::move(library)), args_(std::move(args)),
       data_(std::move(data)) {}
 
-Trainer::~Trainer() { std::free(arena_); }
-
 Expected<std::unique_ptr<Trainer>>
 Trainer::create(const std::string &stepDir, const TrainingArguments &args,
                 TokenDataset data) {
-  Expected<StepLibrary> library = StepLibrary::open(stepDir);
-  if (!library)
-    return library.error();
+  Expected<StepLibrary> opened = StepLibrary::open(stepDir);
+  if (!opened)
+    return opened.error();
+  auto library = std::make_unique<StepLibrary>(opened.take());
   const StepManifest &manifest = library->manifest();
   if (args.per_device_train_batch_size != manifest.batchSize)
     return makeError("per_device_train_batch_size is {} but the step in {} "
@@ -54,25 +60,31 @@ Trainer::create(const std::string &stepDir, const TrainingArguments &args,
   if (args.max_steps <= 0 || args.gradient_accumulation_steps <= 0)
     return makeError("max_steps and gradient_accumulation_steps must be "
                      "positive");
+  if (!args.device.empty() && args.device != manifest.target)
+    return makeError("--device {} was asked for but the step in {} was "
+                     "compiled for {} (compile it with --target {})",
+                     args.device, stepDir, manifest.target, args.device);
   Expected<ScheduleKind> kind = parseScheduleKind(args.lr_scheduler_type);
   if (!kind)
     return kind.error();
 
   std::unique_ptr<Trainer> trainer(
-      new Trainer(library.take(), args, std::move(data)));
+      new Trainer(std::move(library), args, std::move(data)));
   trainer->schedule_.kind = *kind;
   trainer->schedule_.learningRate = args.learning_rate;
   trainer->schedule_.warmupSteps = args.warmup_steps;
   trainer->schedule_.totalSteps = args.max_steps;
   QLORA_RETURN_IF_ERROR(trainer->checkOptimizerSettings());
 
-  uint64_t bytes = (trainer->manifest().arenaBytes + 63) / 64 * 64;
-  trainer->arena_ = static_cast<uint8_t *>(std::aligned_alloc(64, bytes));
-  if (!trainer->arena_)
-    return makeError("cannot allocate the {} byte arena", bytes);
-  std::memset(trainer->arena_, 0, bytes);
+  Expected<std::unique_ptr<StepBackend>> backend =
+      manifest.target == "cuda" ? openCudaBackend(*trainer->library_)
+                                : openCpuBackend(*trainer->library_);
+  if (!backend)
+    return backend.error();
+  trainer->backend_ = backend.take();
   QLORA_RETURN_IF_ERROR(trainer->loadBaseModel());
   QLORA_RETURN_IF_ERROR(trainer->initializeAdapter());
+  QLORA_RETURN_IF_ERROR(trainer->backend_->synchronize());
   return trainer;
 }
 
@@ -98,8 +110,56 @@ Status Trainer::checkOptimizerSettings() const {
   return Status::ok();
 }
 
-float *Trainer::floats(const BufferInfo &buffer) const {
-  return reinterpret_cast<float *>(arena_ + buffer.offset);
+Status Trainer::writeFloats(const BufferPart &part, const float *values,
+                            int64_t n) {
+  if (n != part.elements)
+    return makeError("part '{}' holds {} values, got {}", part.name,
+                     part.elements, n);
+  if (part.dtype == DType::F32)
+    return backend_->write(part.offset, values, size_t(n) * 4);
+  if (part.dtype == DType::BF16) {
+    std::vector<uint16_t> bits(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      bits[size_t(i)] = floatToBf16(values[i]);
+    return backend_->write(part.offset, bits.data(), bits.size() * 2);
+  }
+  return makeError("part '{}' of dtype {} cannot hold floats", part.name,
+                   dtypeName(part.dtype));
+}
+
+Status Trainer::loadNF4(const BufferInfo &buffer, const NF4Weight &weight) {
+  auto write = [&](const char *name, const void *data,
+                   size_t bytes) -> Status {
+    Expected<const BufferPart *> part = buffer.getPart(name);
+    if (!part)
+      return part.error();
+    if ((*part)->bytes() != bytes)
+      return makeError("tensor '{}': part '{}' holds {} bytes, got {}",
+                       buffer.name, name, (*part)->bytes(), bytes);
+    return backend_->write((*part)->offset, data, bytes);
+  };
+  QLORA_RETURN_IF_ERROR(
+      write(part::kCodes, weight.packed.data(), weight.packed.size()));
+  // The cpu keeps fp32 block maxima; cuda keeps bitsandbytes' parts.
+  if (buffer.part(part::kAbsmax)) {
+    std::vector<float> absmax = weight.blockAbsmax();
+    return write(part::kAbsmax, absmax.data(), absmax.size() * 4);
+  }
+  if (!weight.nested)
+    return makeError("tensor '{}' is not double-quantized but the step was "
+                     "compiled with bnb_4bit_use_double_quant=true; recompile "
+                     "it with --bnb_4bit_use_double_quant=false",
+                     buffer.name);
+  const dq::DoubleQuantized &nested = *weight.nested;
+  if (nested.blockSize != buffer.dqBlockSize)
+    return makeError("tensor '{}' double-quantizes in blocks of {} but the "
+                     "step was compiled for {}",
+                     buffer.name, nested.blockSize, buffer.dqBlockSize);
+  QLORA_RETURN_IF_ERROR(write(part::kAbsmaxCodes, nested.codes.data(),
+                              nested.codes.size()));
+  QLORA_RETURN_IF_ERROR(write(part::kAbsmaxScales, nested.scales.data(),
+                              nested.scales.size() * 4));
+  return write(part::kAbsmaxOffset, &nested.offset, 4);
 }
 
 Status Trainer::loadBaseModel() {
@@ -125,11 +185,8 @@ Status Trainer::loadBaseModel() {
                          "was compiled for {}",
                          args_.model_name_or_path, buffer.name,
                          weight->blockSize, buffer.blockSize);
-      std::memcpy(arena_ + buffer.offset, weight->packed.data(),
-                  weight->packed.size());
-      std::vector<float> absmax = weight->blockAbsmax();
-      std::memcpy(arena_ + buffer.absmaxOffset, absmax.data(),
-                  absmax.size() * sizeof(float));
+      if (Status loaded = loadNF4(buffer, *weight); !loaded)
+        return loaded.error().withContext(args_.model_name_or_path);
       continue;
     }
     Expected<CheckpointTensor> tensor = checkpoint->get(buffer.name);
@@ -142,13 +199,15 @@ Status Trainer::loadBaseModel() {
                        shapeText(tensor->info->shape),
                        shapeText(buffer.shape));
     if (buffer.role == BufferRole::Frozen) {
-      if (buffer.dtype != DType::F32)
-        return makeError("buffer '{}': frozen buffers of dtype {} are not "
-                         "supported by this runtime",
-                         buffer.name, dtypeName(buffer.dtype));
+      std::vector<float> values(size_t(buffer.numElements()));
       QLORA_RETURN_IF_ERROR(copyAsFloats(*tensor->info,
                                          tensor->file->data(*tensor->info),
-                                         floats(buffer), tensor->file->path()));
+                                         values.data(), tensor->file->path()));
+      Expected<const BufferPart *> data = buffer.getPart(part::kData);
+      if (!data)
+        return data.error();
+      QLORA_RETURN_IF_ERROR(
+          writeFloats(**data, values.data(), int64_t(values.size())));
       continue;
     }
     // Quantize a bf16/fp16/fp32 weight on load, as bitsandbytes does.
@@ -161,11 +220,7 @@ Status Trainer::loadBaseModel() {
                        buffer.doubleQuant);
     if (!weight)
       return weight.error().withContext("tensor '" + buffer.name + "'");
-    std::memcpy(arena_ + buffer.offset, weight->packed.data(),
-                weight->packed.size());
-    std::vector<float> absmax = weight->blockAbsmax();
-    std::memcpy(arena_ + buffer.absmaxOffset, absmax.data(),
-                absmax.size() * sizeof(float));
+    QLORA_RETURN_IF_ERROR(loadNF4(buffer, *weight));
   }
   return Status::ok();
 }
@@ -182,8 +237,8 @@ Status Trainer::initializeAdapter() {
   for (const BufferInfo &buffer : manifest().buffers) {
     if (buffer.role != BufferRole::Trainable)
       continue;
-    float *values = floats(buffer);
     int64_t n = buffer.numElements();
+    std::vector<float> values(size_t(n), 0.0f);
     if (initial) {
       auto found = initial->find(buffer.name);
       if (found == initial->end())
@@ -195,121 +250,219 @@ Status Trainer::initializeAdapter() {
                          args_.init_adapter, buffer.name,
                          shapeText(found->second.shape),
                          shapeText(buffer.shape));
-      std::memcpy(values, found->second.values.data(), n * sizeof(float));
+      values = found->second.values;
     } else if (buffer.name.find(".lora_A.") != std::string::npos) {
       // PEFT: kaiming_uniform_(a=sqrt(5)) on [r, K] is U(-1/sqrt(K), 1/sqrt(K)).
       double bound = 1.0 / std::sqrt(double(buffer.shape.back()));
       std::uniform_real_distribution<double> uniform(-bound, bound);
-      for (int64_t i = 0; i < n; ++i)
-        values[i] = float(uniform(random));
-    } else {
-      std::fill(values, values + n, 0.0f); // lora_B starts at zero
-    }
+      for (float &value : values)
+        value = float(uniform(random));
+    } // lora_B starts at zero
+    // Every part: the fp32 master and, on cuda, its bf16 copy.
+    for (const BufferPart &part : buffer.parts)
+      QLORA_RETURN_IF_ERROR(writeFloats(part, values.data(), n));
   }
   return Status::ok();
 }
 
-void Trainer::writeInput(const std::string &name,
-                         const std::vector<int32_t> &values) {
-  const BufferInfo *buffer = manifest().find(name);
-  std::memcpy(arena_ + buffer->offset, values.data(),
-              values.size() * sizeof(int32_t));
+Status Trainer::writeInput(const std::string &name,
+                           const std::vector<int32_t> &values) {
+  Expected<const BufferInfo *> buffer = manifest().get(name);
+  if (!buffer)
+    return buffer.error();
+  Expected<const BufferPart *> data = (*buffer)->getPart(part::kData);
+  if (!data)
+    return data.error();
+  if ((*data)->bytes() != values.size() * sizeof(int32_t))
+    return makeError("input '{}' holds {} bytes, got {} ids", name,
+                     (*data)->bytes(), values.size());
+  return backend_->write((*data)->offset, values.data(),
+                         values.size() * sizeof(int32_t));
 }
 
-void Trainer::writeScalar(const std::string &name, float value) {
-  if (const BufferInfo *buffer = manifest().find(name))
-    std::memcpy(arena_ + buffer->offset, &value, sizeof value);
+Status Trainer::writeScalar(const std::string &name, float value) {
+  const BufferInfo *buffer = manifest().find(name);
+  if (!buffer)
+    return Status::ok(); // a step without this input (no dropout)
+  return backend_->write(buffer->parts.front().offset, &value, sizeof value);
+}
+
+std::pair<uint64_t, uint64_t> Trainer::trainingStateRange() const {
+  // The planner lays adapters and then state out in one run of the arena.
+  uint64_t begin = UINT64_MAX, end = 0;
+  for (const BufferInfo &buffer : manifest().buffers) {
+    if (buffer.role != BufferRole::Trainable &&
+        buffer.role != BufferRole::State)
+      continue;
+    for (const BufferPart &part : buffer.parts) {
+      begin = std::min(begin, part.offset);
+      end = std::max(end, part.offset + part.bytes());
+    }
+  }
+  return begin < end ? std::make_pair(begin, end) : std::make_pair(0ul, 0ul);
+}
+
+Status Trainer::checkStatus(const std::vector<uint8_t> &bytes,
+                            const std::vector<TokenBatch> &batches) const {
+  using namespace step_status;
+  if (bytes.size() < size_t(kStatusWords) * 4)
+    return Status::ok();
+  int32_t words[kStatusWords];
+  std::memcpy(words, bytes.data(), sizeof words);
+  int64_t vocab = 0;
+  if (const json::Value *value = manifest().model.find("vocab_size"))
+    vocab = value->isInt() ? value->asInt() : 0;
+  // The kernels keep the smallest position over the step's micro-batches;
+  // the host's copies of the batches name the value.
+  auto describe = [&](int word, bool labels) -> std::string {
+    int64_t position = words[word];
+    for (size_t micro = 0; micro < batches.size(); ++micro) {
+      const std::vector<int32_t> &ids =
+          labels ? batches[micro].labels : batches[micro].inputIds;
+      int64_t row = position / manifest().seqLen;
+      int64_t column = position % manifest().seqLen;
+      // Labels are checked after the shift: position t holds label t + 1.
+      int64_t index = labels ? position + 1 : position;
+      if (labels && column + 1 >= manifest().seqLen)
+        continue;
+      if (index < int64_t(ids.size())) {
+        int32_t value = ids[size_t(index)];
+        bool bad = labels ? (value != kIgnoreIndex &&
+                             (value < 0 || value >= vocab))
+                          : (value < 0 || value >= vocab);
+        if (bad)
+          return fmt::format("{} {} at row {}, position {} of micro-batch {}",
+                             labels ? "label" : "token id", value, row,
+                             labels ? column + 1 : column, micro + 1);
+      }
+    }
+    return fmt::format("at flat position {}", position);
+  };
+  if (words[kBadTokenPosition] != kStatusNone)
+    return makeError("input_ids: {} is outside the vocabulary [0, {})",
+                     describe(kBadTokenPosition, false), vocab);
+  if (words[kBadLabelPosition] != kStatusNone)
+    return makeError("labels: {} is outside the vocabulary [0, {}) and is "
+                     "not the ignore index {}",
+                     describe(kBadLabelPosition, true), vocab, kIgnoreIndex);
+  return Status::ok();
 }
 
 Expected<StepRecord> Trainer::step(const GradientObserver &observer) {
   auto start = std::chrono::steady_clock::now();
-  Expected<const BufferInfo *> loss = manifest().get("loss");
+  const StepManifest &steps = manifest();
+  const BufferInfo *loss = steps.find(slot::kLoss);
   if (!loss)
-    return loss.error();
-  // Keep the adapter so that a failed step leaves it as it was.
-  AdapterWeights before = adapter();
+    return makeError("the compiled step has no loss output");
+  const BufferInfo *status = steps.find(slot::kStatus);
+  if (status)
+    QLORA_RETURN_IF_ERROR(backend_->fill(status->parts.front().offset,
+                                         step_status::kResetByte,
+                                         status->parts.front().bytes()));
 
   StepRecord record;
   record.step = stepsTaken_ + 1;
-  double lossSum = 0.0;
   int64_t micro = args_.gradient_accumulation_steps;
+  std::vector<std::vector<uint8_t>> losses(static_cast<size_t>(micro));
+  std::vector<TokenBatch> batches;
   for (int64_t i = 0; i < micro; ++i) {
-    TokenBatch batch = data_.next(manifest().batchSize);
-    writeInput("input_ids", batch.inputIds);
-    writeInput("labels", batch.labels);
+    batches.push_back(data_.next(steps.batchSize));
+    QLORA_RETURN_IF_ERROR(writeInput(slot::kInputIds, batches.back().inputIds));
+    QLORA_RETURN_IF_ERROR(writeInput(slot::kLabels, batches.back().labels));
     // The backward is seeded with 1/micro, so the accumulated gradients are
     // those of the mean loss, as the Trainer's loss scaling makes them.
-    writeScalar("grad_scale", 1.0f / float(micro));
-    if (const BufferInfo *seed = manifest().find("dropout_seed")) {
+    QLORA_RETURN_IF_ERROR(
+        writeScalar(slot::kGradScale, 1.0f / float(micro)));
+    if (const BufferInfo *seed = steps.find(slot::kDropoutSeed)) {
       // A fresh dropout mask per micro-batch, reproducible from --seed.
       uint64_t mixed = (args_.seed + 1) * 0x9e3779b97f4a7c15ull ^
-                       uint64_t(stepsTaken_ * micro + i + 1) * 0xbf58476d1ce4e5b9ull;
+                       uint64_t(stepsTaken_ * micro + i + 1) *
+                           0xbf58476d1ce4e5b9ull;
       int32_t value = int32_t(uint32_t(mixed >> 32));
-      std::memcpy(arena_ + seed->offset, &value, sizeof value);
+      QLORA_RETURN_IF_ERROR(
+          backend_->write(seed->parts.front().offset, &value, sizeof value));
     }
-    QLORA_RETURN_IF_ERROR(library_.call("train_step", arena_));
-    float value = *floats(**loss);
+    QLORA_RETURN_IF_ERROR(backend_->call("train_step"));
+    QLORA_RETURN_IF_ERROR(backend_->readLater(loss->parts.front().offset, 4,
+                                              &losses[size_t(i)]));
+  }
+  if (observer) {
+    QLORA_RETURN_IF_ERROR(backend_->synchronize());
+    observer(*this);
+  }
+
+  // The update, from a snapshot of the adapters and the optimizer's state
+  // that a failed step puts back.
+  auto [stateBegin, stateEnd] = trainingStateRange();
+  QLORA_RETURN_IF_ERROR(backend_->snapshot(stateBegin, stateEnd - stateBegin));
+  record.learningRate = schedule_.at(stepsTaken_);
+  QLORA_RETURN_IF_ERROR(
+      writeScalar(slot::kLearningRate, float(record.learningRate)));
+  QLORA_RETURN_IF_ERROR(writeScalar(slot::kStep, float(record.step)));
+  QLORA_RETURN_IF_ERROR(backend_->call("apply_gradients"));
+  std::vector<uint8_t> normSquares, statusWords;
+  if (const BufferInfo *norm = steps.find(slot::kGradNormSquares))
+    QLORA_RETURN_IF_ERROR(
+        backend_->readLater(norm->parts.front().offset, 4, &normSquares));
+  if (status)
+    QLORA_RETURN_IF_ERROR(backend_->readLater(
+        status->parts.front().offset, status->parts.front().bytes(),
+        &statusWords));
+  QLORA_RETURN_IF_ERROR(backend_->synchronize());
+
+  auto fail = [&](Error error) -> Expected<StepRecord> {
+    QLORA_RETURN_IF_ERROR(backend_->restore());
+    return error;
+  };
+  if (Status checked = checkStatus(statusWords, batches); !checked)
+    return fail(Error(checked.message() + "; no update was made at step " +
+                      std::to_string(record.step)));
+  double lossSum = 0.0;
+  for (int64_t i = 0; i < micro; ++i) {
+    float value = scalarOf(losses[size_t(i)]);
     if (!std::isfinite(value))
-      return makeError("the loss is {} at step {} (micro-batch {}); the "
-                       "adapter is left as it was after step {}",
-                       value, record.step, i + 1, stepsTaken_);
+      return fail(makeError("the loss is {} at step {} (micro-batch {}); the "
+                            "adapter is left as it was after step {}",
+                            value, record.step, i + 1, stepsTaken_));
     lossSum += value;
   }
-  // The global norm of the accumulated gradients, before any clipping.
-  double squares = 0.0;
-  for (const BufferInfo &buffer : manifest().buffers) {
-    if (buffer.role != BufferRole::State || !startsWith(buffer.name, "grad:"))
-      continue;
-    const float *grad = floats(buffer);
-    for (int64_t j = 0; j < buffer.numElements(); ++j)
-      squares += double(grad[j]) * double(grad[j]);
-  }
-  record.gradNorm = std::sqrt(squares);
-  if (!std::isfinite(record.gradNorm))
-    return makeError("the gradient norm is not finite at step {}; the "
-                     "adapter is left as it was after step {}",
-                     record.step, stepsTaken_);
   record.loss = lossSum / double(micro);
-  if (observer)
-    observer(*this);
-  record.learningRate = schedule_.at(stepsTaken_);
-  writeScalar("learning_rate", float(record.learningRate));
-  writeScalar("step", float(record.step));
-  QLORA_RETURN_IF_ERROR(library_.call("apply_gradients", arena_));
-  for (const BufferInfo &buffer : manifest().buffers) {
-    if (buffer.role != BufferRole::Trainable)
-      continue;
-    const float *values = floats(buffer);
-    for (int64_t j = 0; j < buffer.numElements(); ++j)
-      if (!std::isfinite(values[j])) {
-        for (const BufferInfo &restore : manifest().buffers)
-          if (restore.role == BufferRole::Trainable)
-            std::memcpy(floats(restore), before[restore.name].values.data(),
-                        restore.bytes);
-        return makeError("adapter tensor '{}' became non-finite at step {}; "
-                         "it is restored to step {}",
-                         buffer.name, record.step, stepsTaken_);
-      }
-  }
+  record.gradNorm = std::sqrt(double(scalarOf(normSquares)));
+  if (!std::isfinite(record.gradNorm))
+    return fail(makeError("the gradient norm is not finite at step {}; the "
+                          "adapter is left as it was after step {}",
+                          record.step, stepsTaken_));
+  std::vector<StepBackend::FloatRange> adapters;
+  for (const BufferInfo &buffer : steps.buffers)
+    if (buffer.role == BufferRole::Trainable)
+      adapters.push_back({buffer.parts.front().offset,
+                          buffer.parts.front().elements});
+  int64_t nonFinite = 0;
+  QLORA_RETURN_IF_ERROR(backend_->countNonFinite(adapters, &nonFinite));
+  if (nonFinite > 0)
+    return fail(makeError("{} adapter values became non-finite at step {}; "
+                          "the adapter is restored to step {}",
+                          nonFinite, record.step, stepsTaken_));
   ++stepsTaken_;
   record.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
           .count();
-  record.tokensPerSecond = double(micro * manifest().batchSize *
-                                  manifest().seqLen) /
+  record.tokensPerSecond = double(micro * steps.batchSize * steps.seqLen) /
                            std::max(record.seconds, 1e-9);
   return record;
 }
 
-AdapterWeights Trainer::adapter() const {
+Expected<AdapterWeights> Trainer::adapter() const {
   AdapterWeights weights;
   for (const BufferInfo &buffer : manifest().buffers) {
     if (buffer.role != BufferRole::Trainable)
       continue;
+    Expected<std::vector<float>> values = readFloats(buffer.name);
+    if (!values)
+      return values.error();
     AdapterTensor tensor;
     tensor.shape = buffer.shape;
-    const float *values = floats(buffer);
-    tensor.values.assign(values, values + buffer.numElements());
+    tensor.values = values.take();
     weights[buffer.name] = std::move(tensor);
   }
   return weights;
@@ -319,10 +472,21 @@ Expected<std::vector<float>> Trainer::readFloats(const std::string &name) const 
   Expected<const BufferInfo *> buffer = manifest().get(name);
   if (!buffer)
     return buffer.error();
-  if ((*buffer)->dtype != DType::F32 || (*buffer)->role == BufferRole::NF4)
-    return makeError("buffer '{}' is not fp32", name);
-  const float *values = floats(**buffer);
-  return std::vector<float>(values, values + (*buffer)->numElements());
+  const BufferPart *data = (*buffer)->part(part::kData);
+  if (!data || (data->dtype != DType::F32 && data->dtype != DType::BF16))
+    return makeError("buffer '{}' holds no floats", name);
+  std::vector<float> values(size_t(data->elements));
+  if (data->dtype == DType::F32) {
+    QLORA_RETURN_IF_ERROR(
+        backend_->read(data->offset, values.data(), values.size() * 4));
+    return values;
+  }
+  std::vector<uint16_t> bits(values.size());
+  QLORA_RETURN_IF_ERROR(
+      backend_->read(data->offset, bits.data(), bits.size() * 2));
+  for (size_t i = 0; i < bits.size(); ++i)
+    values[i] = bf16ToFloat(bits[i]);
+  return values;
 }
 
 LoraSettings Trainer::loraSettings() const {

@@ -1,11 +1,13 @@
 //===- Trainer.h - Runs a compiled training step ----------------------------===//
 //
 // The host side of training: one arena holding every buffer of the compiled
-// step, filled from the base checkpoint (bf16 weights quantized to NF4 on
-// load, or a bitsandbytes 4-bit checkpoint read as is), the adapter (PEFT's
-// initialization or an initial adapter), and the data; then steps of
-// gradient accumulation and one optimizer update each, with the learning
-// rate schedule on the host.
+// step, on the cpu or on the GPU (StepBackend.h), filled from the base
+// checkpoint (bf16 weights quantized to NF4 on load, or a bitsandbytes 4-bit
+// checkpoint read as is) in the storage the step's target chose for each
+// part, the adapter (PEFT's initialization or an initial adapter), and the
+// data; then steps of gradient accumulation and one optimizer update each,
+// with the learning rate schedule on the host. A step waits for the device
+// once, to read its losses, gradient norm and status.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -14,6 +16,8 @@
 #include "runtime/train/Adapter.h"
 #include "runtime/train/Data.h"
 #include "runtime/train/Schedule.h"
+#include "runtime/BnbFormat.h"
+#include "runtime/train/StepBackend.h"
 #include "runtime/train/StepLibrary.h"
 #include "runtime/train/StepOptions.h"
 
@@ -42,6 +46,8 @@ struct TrainingArguments {
   double adam_beta2 = step_option_defaults::adam_beta2;
   double adam_epsilon = step_option_defaults::adam_epsilon;
   std::string lr_scheduler_type = "linear";
+  /// "cuda", "cpu", or empty: the compiled step's target.
+  std::string device;
   int64_t warmup_steps = 0;
   uint64_t seed = 42;
 };
@@ -64,7 +70,6 @@ public:
   static Expected<std::unique_ptr<Trainer>>
   create(const std::string &stepDir, const TrainingArguments &args,
          TokenDataset data);
-  ~Trainer();
 
   /// Called between gradient accumulation and the optimizer update, when the
   /// "grad:<param>" buffers hold this step's gradients.
@@ -76,28 +81,40 @@ public:
   Expected<StepRecord> step(const GradientObserver &observer = nullptr);
 
   /// The current adapter, by PEFT name.
-  AdapterWeights adapter() const;
+  Expected<AdapterWeights> adapter() const;
   /// Reads a buffer of the arena as floats (tests and gradient checks).
   Expected<std::vector<float>> readFloats(const std::string &name) const;
+  /// "cpu" or "cuda", and the device for the log.
+  std::string device() const { return backend_->device(); }
+  std::string deviceDescription() const { return backend_->description(); }
   /// The LoraConfig recorded by the compiled step.
   LoraSettings loraSettings() const;
-  const StepManifest &manifest() const { return library_.manifest(); }
+  const StepManifest &manifest() const { return library_->manifest(); }
   int64_t stepsTaken() const { return stepsTaken_; }
 
 private:
-  Trainer(StepLibrary library, TrainingArguments args, TokenDataset data);
+  Trainer(std::unique_ptr<StepLibrary> library, TrainingArguments args,
+          TokenDataset data);
   Status loadBaseModel();
+  Status loadNF4(const BufferInfo &buffer, const NF4Weight &weight);
   Status initializeAdapter();
   Status checkOptimizerSettings() const;
-  float *floats(const BufferInfo &buffer) const;
-  void writeInput(const std::string &name, const std::vector<int32_t> &values);
-  void writeScalar(const std::string &name, float value);
+  /// Writes fp32 values into a part, converted to its dtype.
+  Status writeFloats(const BufferPart &part, const float *values, int64_t n);
+  Status writeInput(const std::string &name, const std::vector<int32_t> &values);
+  Status writeScalar(const std::string &name, float value);
+  /// The arena range of the adapters and the optimizer's state, which a
+  /// failed step puts back.
+  std::pair<uint64_t, uint64_t> trainingStateRange() const;
+  /// The error a step's status words report, naming the offending value.
+  Status checkStatus(const std::vector<uint8_t> &words,
+                     const std::vector<TokenBatch> &batches) const;
 
-  StepLibrary library_;
+  std::unique_ptr<StepLibrary> library_;
+  std::unique_ptr<StepBackend> backend_;
   TrainingArguments args_;
   TokenDataset data_;
   LearningRateSchedule schedule_;
-  uint8_t *arena_ = nullptr;
   int64_t stepsTaken_ = 0;
 };
 

@@ -3,11 +3,13 @@
 // Tests that each op becomes one runtime call with constant offsets, that
 // the entries are exported as C symbols and that @forward is dropped.
 // CHECK-LABEL: module
+// CHECK-SAME: qlora.kernels = [{entry = "train_step", kernel = "rmsNorm", op = "qlora.rms_norm"}, {entry = "train_step", kernel = "nf4Linear", op = "qlora.nf4_matmul"}
 // CHECK: emitc.include "runtime/step/CpuStepSupport.h"
+// CHECK: emitc.verbatim "QLORA_STEP_LIBRARY_INFO(\22cpu\22)"
 // CHECK: emitc.func @qlora_train_step_impl(%[[CTX:.*]]: !emitc.ptr<!emitc.opaque<"qlora::step::StepContext">>)
 // CHECK-SAME: specifiers = ["static"]
 // CHECK: call_opaque "qlora::step::rmsNorm"(%[[CTX]]) {args = [0 : index, [[X:[0-9]+]], [[W:[0-9]+]], 8, 16, 9.99999974E-6 : f32, [[Y:[0-9]+]]]}
-// CHECK: call_opaque "qlora::step::nf4Linear"(%[[CTX]]) {args = [0 : index, [[Y]], [[PACKED:[0-9]+]], [[ABSMAX:[0-9]+]], 32, 16, 64, 8, [[Z:[0-9]+]]]}
+// CHECK: call_opaque "qlora::step::nf4Linear"(%[[CTX]]) {args = [0 : index, [[Y]], #emitc.opaque<"qlora::step::NF4Parts{[[PACKED:[0-9]+]], [[ABSMAX:[0-9]+]], 32, 16, 64}">, 8, [[Z:[0-9]+]]]}
 // CHECK: call_opaque "qlora::step::sumSquares"(%[[CTX]]) {args = [0 : index, [[Z]], 256, [[L:[0-9]+]]]}
 // CHECK: call_opaque "qlora::step::copy"(%[[CTX]]) {args = [0 : index, [[L]], 4, [[LOSS:[0-9]+]]]}
 // CHECK: emitc.verbatim "QLORA_STEP_ENTRY(qlora_train_step, qlora_train_step_impl)"
@@ -38,8 +40,8 @@ module {
 // Tests that a branch with dropout reads the per-call seed the plan adds and
 // passes its stream, in the forward and in the backward.
 // CHECK-LABEL: module attributes
-// CHECK-SAME: {bytes = 4 : i64, name = "dropout_seed", offset = [[SEED:[0-9]+]] : i64, role = "input", type = tensor<i32>}
-// CHECK: call_opaque "qlora::step::loraDropout"(%{{.*}}) {args = [0 : index, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, 4, 8, 16, 2, 2.000000e+00 : f32, 1.000000e-01 : f32, 3, [[SEED]], 0, {{[0-9]+}}]}
+// CHECK-SAME: #qlora.buffer<"dropout_seed", "input", tensor<i32>, [<"data", i32, elements = 1, offset = [[SEED:[0-9]+]]>]>
+// CHECK: call_opaque "qlora::step::loraDropout"(%{{.*}}) {args = [0 : index, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, 4, 8, 16, 2, 2.000000e+00 : f32, 1.000000e-01 : f32, 3, [[SEED]], 0, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}]}
 // CHECK: call_opaque "qlora::step::loraGradDropout"(%{{.*}}) {args = [0 : index, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}, 4, 8, 16, 2, 2.000000e+00 : f32, 1.000000e-01 : f32, 3, [[SEED]],
 // expected-remark @below {{arena}}
 module {

@@ -98,7 +98,7 @@ TEST_F(QLoRADialectTest, BuildersInferResultTypes) {
   EXPECT_EQ(h.getType(), RankedTensorType::get({2, 8, 64}, f32));
   Value n = ParamOp::create(b, loc, RankedTensorType::get({64}, bf16),
                             "model.layers.0.input_layernorm.weight");
-  Value x = RmsNormOp::create(b, loc, h, n, 1e-5f);
+  Value x = RmsNormOp::create(b, loc, h, n, 1e-5f).getResult();
   Value wq = ParamOp::create(b, loc, RankedTensorType::get({64, 64}, bf16),
                              "model.layers.0.self_attn.q_proj.weight");
   Value wk = ParamOp::create(b, loc, RankedTensorType::get({32, 64}, bf16),
@@ -108,7 +108,8 @@ TEST_F(QLoRADialectTest, BuildersInferResultTypes) {
   Value k = RopeOp::create(b, loc, LinearOp::create(b, loc, x, wk), 16,
                            10000.0f);
   EXPECT_EQ(k.getType(), RankedTensorType::get({2, 8, 32}, f32));
-  Value attn = AttentionOp::create(b, loc, q, k, k, 4, 2, 16, 0.25f);
+  Value attn =
+      AttentionOp::create(b, loc, q, k, k, 4, 2, 16, 0.25f).getResult();
   Value s = SwigluOp::create(b, loc, attn, x);
   Value sum = AddOp::create(b, loc, h, s);
   Value lm = ParamOp::create(b, loc, RankedTensorType::get({128, 64}, bf16),

@@ -37,7 +37,7 @@ struct Arena {
   static constexpr int64_t M = 5, N = 6, K = 7, r = 3;
   std::vector<uint8_t> bytes = std::vector<uint8_t>(1 << 16);
   int64_t x = 0, A = 1024, B = 2048, y = 3072, dy = 4096, dx = 5120,
-          dA = 6144, dB = 7168, seed = 8192;
+          dA = 6144, dB = 7168, seed = 8192, dropped = 9216, xa = 10240;
   StepContext context() {
     StepContext c;
     c.arena = bytes.data();
@@ -49,7 +49,8 @@ struct Arena {
 double projectedOutput(Arena &arena, const std::vector<float> &weights) {
   StepContext c = arena.context();
   loraDropout(&c, arena.x, arena.A, arena.B, Arena::M, Arena::N, Arena::K,
-              Arena::r, 2.0f, 0.3f, 5, arena.seed, 0, arena.y);
+              Arena::r, 2.0f, 0.3f, 5, arena.seed, 0, arena.dropped, arena.xa,
+              arena.y);
   double sum = 0.0;
   for (int64_t i = 0; i < Arena::M * Arena::N; ++i)
     sum += double(weights[i]) * arena.f(arena.y)[i];
@@ -74,8 +75,8 @@ TEST(LoraDropout, BackwardIsTheDerivativeOfTheForward) {
 
   StepContext c = arena.context();
   loraGradDropout(&c, arena.x, arena.A, arena.B, arena.dy, Arena::M, Arena::N,
-                  Arena::K, Arena::r, 2.0f, 0.3f, 5, arena.seed, arena.dx,
-                  arena.dA, arena.dB);
+                  Arena::K, Arena::r, 2.0f, 0.3f, 5, arena.seed, arena.dropped,
+                  arena.xa, arena.dx, arena.dA, arena.dB);
   std::vector<float> dx(arena.f(arena.dx), arena.f(arena.dx) + Arena::M * Arena::K);
   std::vector<float> dA(arena.f(arena.dA), arena.f(arena.dA) + Arena::r * Arena::K);
 

@@ -95,19 +95,23 @@ public:
 
       float eps = float(config_.rmsNormEps);
       float theta = float(config_.ropeTheta);
-      Value x = RmsNormOp::create(builder_, loc, hidden, *attnNorm, eps);
+      Value x =
+          RmsNormOp::create(builder_, loc, hidden, *attnNorm, eps).getResult();
       Value query = LinearOp::create(builder_, loc, x, *q);
       Value key = LinearOp::create(builder_, loc, x, *k);
       Value value = LinearOp::create(builder_, loc, x, *v);
       Value queryRot = RopeOp::create(builder_, loc, query, D, theta);
       Value keyRot = RopeOp::create(builder_, loc, key, D, theta);
-      Value attention = AttentionOp::create(
-          builder_, loc, queryRot, keyRot, value, config_.numHeads,
-          config_.numKvHeads, D, float(1.0 / std::sqrt(double(D))));
+      Value attention =
+          AttentionOp::create(builder_, loc, queryRot, keyRot, value,
+                              config_.numHeads, config_.numKvHeads, D,
+                              float(1.0 / std::sqrt(double(D))))
+              .getResult();
       Value attnOut = LinearOp::create(builder_, loc, attention, *o);
       hidden = AddOp::create(builder_, loc, hidden, attnOut);
 
-      Value y = RmsNormOp::create(builder_, loc, hidden, *mlpNorm, eps);
+      Value y =
+          RmsNormOp::create(builder_, loc, hidden, *mlpNorm, eps).getResult();
       Value gated = LinearOp::create(builder_, loc, y, *gate);
       Value upped = LinearOp::create(builder_, loc, y, *up);
       Value act = SwigluOp::create(builder_, loc, gated, upped);
@@ -125,7 +129,8 @@ public:
     if (!head)
       return head.error();
     Value normed = RmsNormOp::create(builder_, loc, hidden, *finalNorm,
-                                     float(config_.rmsNormEps));
+                                     float(config_.rmsNormEps))
+                       .getResult();
     Value logits = LinearOp::create(builder_, loc, normed, *head);
     Value loss = CrossEntropyOp::create(builder_, loc, logits, labels);
     func::ReturnOp::create(builder_, loc, loss);

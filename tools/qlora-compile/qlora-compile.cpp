@@ -4,9 +4,11 @@
 //
 // Imports a Hugging Face Llama checkpoint, runs the qlora pipeline (LoRA
 // injection, NF4 quantization, fusion, backward and optimizer, memory plan,
-// EmitC), prints C++, writes the manifest and builds the step library that
-// qlora-train loads. STEP_DIR receives model.mlir (the imported forward
-// graph), train_step.mlir (the planned step), step.cpp, manifest.json and
+// EmitC) for the target (cuda or cpu), prints C++, writes the manifest and
+// builds the step library that qlora-train loads: nvcc for a cuda step
+// (which then runs on any GPU host with the runtime), the host compiler for
+// a cpu step. STEP_DIR receives model.mlir (the imported forward graph),
+// train_step.mlir (the planned step), step.cu or step.cpp, manifest.json and
 // step.so.
 //
 //===----------------------------------------------------------------------===//
@@ -93,14 +95,51 @@ std::string trainableParameters(ModuleOp module) {
          " || all params: " + grouped(all) + " || trainable%: " + percent;
 }
 
-/// Compiles step.cpp into step.so against the runtime this tool was built
-/// with; the compiler's output goes to build.log.
-::qlora::Status buildLibrary(const std::string &dir, const std::string &cxx) {
-  std::vector<std::string> args = {cxx, "-O2", "-std=c++17", "-shared",
-                                   "-fPIC", "-w"};
+/// Runs a compiler with `args`, its output going to `dir`/build.log; the
+/// log's tail is in the error.
+::qlora::Status runCompiler(const std::string &dir,
+                            const std::vector<std::string> &args,
+                            const char *hint) {
+  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(args[0]);
+  if (!program)
+    return ::qlora::makeError("cannot find the compiler '{}' ({})", args[0],
+                              hint);
+  std::vector<llvm::StringRef> argv(args.begin(), args.end());
+  std::string log = dir + "/build.log";
+  std::optional<llvm::StringRef> redirects[] = {
+      std::nullopt, llvm::StringRef(log), llvm::StringRef(log)};
+  std::string message;
+  int code = llvm::sys::ExecuteAndWait(*program, argv, std::nullopt,
+                                       redirects, 0, 0, &message);
+  if (code == 0)
+    return ::qlora::Status::ok();
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string output = text.str();
+  if (output.size() > 4000)
+    output = "..." + output.substr(output.size() - 4000);
+  return ::qlora::makeError("building {}/step.so failed ({}):\n{}", dir,
+                            message.empty() ? "exit " + std::to_string(code)
+                                            : message,
+                            output);
+}
+
+std::vector<std::string> includeFlags() {
+  std::vector<std::string> flags;
   for (const std::string &include : ::qlora::cli::splitList(
            std::string(QLORA_STEP_INCLUDE_DIRS), ';'))
-    args.push_back("-I" + include);
+    flags.push_back("-I" + include);
+  return flags;
+}
+
+/// A cpu step: step.cpp built by the host compiler into step.so with the
+/// cpu kernels and the runtime linked in.
+::qlora::Status buildCpuLibrary(const std::string &dir, const std::string &cxx) {
+  std::vector<std::string> args = {cxx, "-O2", "-std=c++17", "-shared",
+                                   "-fPIC", "-w"};
+  for (const std::string &flag : includeFlags())
+    args.push_back(flag);
   args.push_back(dir + "/step.cpp");
   args.push_back("-o");
   args.push_back(dir + "/step.so");
@@ -109,37 +148,43 @@ std::string trainableParameters(ModuleOp module) {
     args.push_back(library);
   args.push_back("-lfmt");
   args.push_back("-lpthread");
+  return runCompiler(dir, args, "set CXX or --cxx");
+}
 
-  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(cxx);
-  if (!program)
-    return ::qlora::makeError("cannot find the C++ compiler '{}' (set CXX)",
-                              cxx);
-  std::vector<llvm::StringRef> argv(args.begin(), args.end());
-  std::string log = dir + "/build.log";
-  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(log),
-                                                llvm::StringRef(log)};
-  std::string message;
-  int code = llvm::sys::ExecuteAndWait(*program, argv, std::nullopt,
-                                       redirects, 0, 0, &message);
-  if (code != 0) {
-    std::ifstream in(log);
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string output = text.str();
-    if (output.size() > 4000)
-      output = "..." + output.substr(output.size() - 4000);
-    return ::qlora::makeError("building {}/step.so failed ({}):\n{}", dir,
-                              message.empty() ? "exit " + std::to_string(code)
-                                              : message,
-                              output);
+/// A cuda step: step.cu built by nvcc into step.so for every architecture
+/// of the target, linked by soname against the cuda step runtime that the
+/// GPU host provides.
+::qlora::Status buildCudaLibrary(const std::string &dir,
+                                 const std::string &nvcc,
+                                 const std::vector<std::string> &archs) {
+  std::string runtime = QLORA_STEP_CUDA_LIBRARY;
+  if (nvcc.empty() || runtime.empty())
+    return ::qlora::makeError(
+        "this qlora-compile was built without CUDA (no nvcc was found), so "
+        "it cannot build a cuda step; compile with --target cpu, or rebuild "
+        "where nvcc is");
+  std::vector<std::string> args = {nvcc, "-O2", "-std=c++17", "-shared",
+                                   "-Xcompiler", "-fPIC", "-cudart", "shared",
+                                   "-w"};
+  for (const std::string &arch : archs) {
+    // sm_90a -> compute_90a / sm_90a: machine code for each, no PTX.
+    args.push_back("-gencode=arch=compute_" + arch.substr(3) + ",code=" + arch);
   }
-  return ::qlora::Status::ok();
+  for (const std::string &flag : includeFlags())
+    args.push_back(flag);
+  args.push_back(dir + "/step.cu");
+  args.push_back("-o");
+  args.push_back(dir + "/step.so");
+  size_t slash = runtime.rfind('/');
+  args.push_back("-L" + runtime.substr(0, slash));
+  args.push_back("-lQLoRAStepCuda");
+  return runCompiler(dir, args, "set --nvcc");
 }
 
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string model, outputDir, cxx;
+  std::string model, outputDir, cxx, nvcc = QLORA_NVCC, target = "cuda";
   int64_t batchSize = 2, seqLen = 0;
   ::qlora::StepOptions stepOptions;
   bool quiet = false;
@@ -163,9 +208,14 @@ int main(int argc, char **argv) {
                      "max_position_embeddings))",
                      &seqLen);
   ::qlora::cli::addStepOptionFlags(commandLine, stepOptions);
-  commandLine.option("cxx", "PATH", "C++ compiler for the step library "
+  commandLine.option("target", "NAME",
+                     "the backend the step runs on: cuda (built here with "
+                     "nvcc, run on a GPU host) or cpu",
+                     &target);
+  commandLine.option("cxx", "PATH", "C++ compiler for a cpu step library "
                                     "(default: $CXX or c++)",
                      &cxx);
+  commandLine.option("nvcc", "PATH", "nvcc for a cuda step library", &nvcc);
   commandLine.flag("quiet", "print only errors", &quiet);
   if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
     return *code;
@@ -174,6 +224,8 @@ int main(int argc, char **argv) {
                 "' (try --help)");
   if (model.empty() || outputDir.empty())
     return fail("--model_name_or_path and --output_dir are required");
+  if (target != "cpu" && target != "cuda")
+    return fail("--target must be cpu or cuda, got '" + target + "'");
   if (cxx.empty())
     cxx = std::getenv("CXX") ? std::getenv("CXX") : "c++";
 
@@ -205,6 +257,7 @@ int main(int argc, char **argv) {
   // The shared pipeline, then the lowering; diagnostics go to stderr.
   QLoRAPipelineOptions options;
   setStepOptions(options, stepOptions);
+  options.target = target;
   options.planMemory = true;
   PassManager pm(&context);
   buildQLoRAPipeline(pm, options);
@@ -214,6 +267,10 @@ int main(int argc, char **argv) {
   if (!writeText(outputDir + "/train_step.mlir", printModule(*module)))
     return fail("cannot write " + outputDir + "/train_step.mlir");
 
+  PassManager lower(&context);
+  lower.addPass(createConvertQLoRAToEmitCPass());
+  if (failed(lower.run(*module)))
+    return fail("lowering to EmitC failed (see the diagnostics above)");
   FailureOr<::qlora::StepManifest> manifest = buildManifest(*module);
   if (failed(manifest))
     return fail("cannot build the manifest");
@@ -231,20 +288,20 @@ int main(int argc, char **argv) {
   manifest->model = facts;
   manifest->options = stepOptions;
 
-  PassManager lower(&context);
-  lower.addPass(createConvertQLoRAToEmitCPass());
-  if (failed(lower.run(*module)))
-    return fail("lowering to EmitC failed (see the diagnostics above)");
   std::string cpp;
   llvm::raw_string_ostream cppStream(cpp);
   if (failed(emitCpp(*module, cppStream)))
     return fail("printing C++ failed");
-  if (!writeText(outputDir + "/step.cpp", cpp))
-    return fail("cannot write " + outputDir + "/step.cpp");
+  std::string source = target == "cuda" ? "step.cu" : "step.cpp";
+  if (!writeText(outputDir + "/" + source, cpp))
+    return fail("cannot write " + outputDir + "/" + source);
   if (!writeText(outputDir + "/manifest.json",
                  ::qlora::json::writeIndented(manifest->toJson())))
     return fail("cannot write " + outputDir + "/manifest.json");
-  ::qlora::Status built = buildLibrary(outputDir, cxx);
+  ::qlora::Status built =
+      target == "cuda"
+          ? buildCudaLibrary(outputDir, nvcc, manifest->architectures)
+          : buildCpuLibrary(outputDir, cxx);
   if (!built)
     return fail(built.message());
 
@@ -256,9 +313,9 @@ int main(int argc, char **argv) {
                 (long long)config->numLayers, (long long)batchSize,
                 (long long)seqLen, double(manifest->arenaBytes) / 1e6,
                 manifest->buffers.size());
-    std::printf("Wrote %s/{model.mlir, train_step.mlir, step.cpp, "
-                "manifest.json, step.so}\n",
-                outputDir.c_str());
+    std::printf("Wrote %s/{model.mlir, train_step.mlir, %s, manifest.json, "
+                "step.so} for %s\n",
+                outputDir.c_str(), source.c_str(), target.c_str());
   }
   return 0;
 }

@@ -131,6 +131,10 @@ int main(int argc, char **argv) {
   commandLine.option("logging_steps", "N",
                      "print a line every N steps when not on a terminal",
                      &loggingSteps);
+  commandLine.option("device", "NAME",
+                     "cuda or cpu (default: cuda where a GPU is present, "
+                     "else cpu; a given --step_dir decides by its target)",
+                     &args.device);
   commandLine.flag("quiet", "print only the summary", &quiet);
   if (std::optional<int> code = commandLine.parseOrExit(argc, argv))
     return *code;
@@ -170,7 +174,13 @@ int main(int argc, char **argv) {
   if (*dataSeq > 0)
     seqLen = *dataSeq;
 
+  if (!args.device.empty() && args.device != "cuda" && args.device != "cpu")
+    return fail("--device must be cuda or cpu, got '" + args.device + "'");
   if (stepDir.empty()) {
+    // The step this machine can run: cuda where a GPU is present.
+    std::string target = !args.device.empty() ? args.device
+                         : cudaBackendAvailable() ? "cuda"
+                                                  : "cpu";
     stepDir = args.output_dir + "/compiled-step";
     std::vector<std::string> compile = {
         cli::executableDirectory() + "/qlora-compile",
@@ -179,6 +189,7 @@ int main(int argc, char **argv) {
         "--per_device_train_batch_size",
         std::to_string(args.per_device_train_batch_size),
         "--max_seq_length", std::to_string(seqLen),
+        "--target", target,
     };
     for (const std::string &argument : stepOptions.arguments())
       compile.push_back(argument);
@@ -220,11 +231,12 @@ int main(int argc, char **argv) {
   bool interactive = !quiet && ::isatty(STDERR_FILENO);
   if (!quiet)
     std::printf("Training %lld steps of %lld x %lld x %lld tokens "
-                "(batch x accumulation x sequence) on the cpu\n",
+                "(batch x accumulation x sequence) on %s\n",
                 (long long)args.max_steps,
                 (long long)args.per_device_train_batch_size,
                 (long long)args.gradient_accumulation_steps,
-                (long long)manifest->seqLen);
+                (long long)manifest->seqLen,
+                (*trainer)->deviceDescription().c_str());
   double firstLoss = 0.0, lastLoss = 0.0, seconds = 0.0;
   for (int64_t i = 0; i < args.max_steps; ++i) {
     Expected<StepRecord> record = (*trainer)->step();
@@ -252,8 +264,10 @@ int main(int argc, char **argv) {
   }
 
   LoraSettings settings = (*trainer)->loraSettings();
-  Status saved =
-      writePeftAdapter(args.output_dir, settings, (*trainer)->adapter());
+  Expected<AdapterWeights> adapter = (*trainer)->adapter();
+  if (!adapter)
+    return fail(adapter.message() + "; no adapter was written");
+  Status saved = writePeftAdapter(args.output_dir, settings, *adapter);
   if (!saved)
     return fail(saved.message());
   std::printf("Trained %lld steps in %.1f s: loss %.4f -> %.4f. Adapter "

@@ -1,0 +1,241 @@
+//===- KernelLowering.cpp - Per-target patterns from ops to kernel calls ----===//
+#include "codegen/KernelLowering.h"
+
+#include "dialects/QLoRAOps.h"
+#include "dialects/QLoRATypes.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <string>
+
+namespace mlir::qlora {
+
+ArrayRef<int64_t> shapeOf(Value value) {
+  if (auto nf4 = dyn_cast<NF4Type>(value.getType()))
+    return nf4.getShape();
+  return cast<RankedTensorType>(value.getType()).getShape();
+}
+
+int64_t numElements(Value value) {
+  int64_t n = 1;
+  for (int64_t dim : shapeOf(value))
+    n *= dim;
+  return n;
+}
+
+static const char *kindName(KernelArgKind kind) {
+  switch (kind) {
+  case KernelArgKind::Buffer:
+    return "a buffer offset";
+  case KernelArgKind::I64:
+    return "an i64";
+  case KernelArgKind::F32:
+    return "an f32";
+  case KernelArgKind::NF4:
+    return "an NF4 weight";
+  }
+  return "?";
+}
+
+KernelCallBuilder::KernelCallBuilder(LoweringContext &context, Operation *op,
+                                     StringRef kernel)
+    : context_(context), op_(op) {
+  signature_ = findKernel(context.target.kind(), kernel);
+  call_.kernel = kernel.str();
+  call_.callee =
+      (kernelNamespace(context.target.kind()) + "::" + kernel).str();
+  if (!signature_)
+    error_ = ("the " + context.target.name() + " kernel table has no '" +
+              kernel + "'")
+                 .str();
+}
+
+bool KernelCallBuilder::expect(KernelArgKind kind) {
+  if (!error_.empty())
+    return false;
+  size_t index = call_.args.size();
+  if (index >= signature_->args.size()) {
+    error_ = "kernel '" + call_.kernel + "' takes " +
+             std::to_string(signature_->args.size()) + " arguments, got more";
+    return false;
+  }
+  const KernelArg &arg = signature_->args[index];
+  if (arg.kind != kind) {
+    error_ = "kernel '" + call_.kernel + "' expects argument " +
+             std::to_string(index) + " ('" + arg.name + "') to be " +
+             kindName(arg.kind) + ", got " + kindName(kind);
+    return false;
+  }
+  return true;
+}
+
+KernelCallBuilder &KernelCallBuilder::buffer(Value value, StringRef part) {
+  if (!expect(KernelArgKind::Buffer))
+    return *this;
+  FailureOr<int64_t> offset = context_.plan.offset(value, part, op_);
+  if (failed(offset)) {
+    error_ = "(reported above)";
+    return *this;
+  }
+  call_.args.push_back(context_.builder.getI64IntegerAttr(*offset));
+  return *this;
+}
+
+KernelCallBuilder &KernelCallBuilder::slot(StringRef name, StringRef part) {
+  if (!expect(KernelArgKind::Buffer))
+    return *this;
+  FailureOr<int64_t> offset = context_.plan.slotOffset(name, part, op_);
+  if (failed(offset)) {
+    error_ = "(reported above)";
+    return *this;
+  }
+  call_.args.push_back(context_.builder.getI64IntegerAttr(*offset));
+  return *this;
+}
+
+KernelCallBuilder &KernelCallBuilder::workspace(unsigned index) {
+  if (!expect(KernelArgKind::Buffer))
+    return *this;
+  FailureOr<int64_t> offset = context_.plan.workspace(op_, index);
+  if (failed(offset)) {
+    error_ = "(reported above)";
+    return *this;
+  }
+  call_.args.push_back(context_.builder.getI64IntegerAttr(*offset));
+  return *this;
+}
+
+KernelCallBuilder &KernelCallBuilder::i64(int64_t value) {
+  if (expect(KernelArgKind::I64))
+    call_.args.push_back(context_.builder.getI64IntegerAttr(value));
+  return *this;
+}
+
+KernelCallBuilder &KernelCallBuilder::f32(float value) {
+  if (expect(KernelArgKind::F32))
+    call_.args.push_back(context_.builder.getF32FloatAttr(value));
+  return *this;
+}
+
+KernelCallBuilder &KernelCallBuilder::nf4(Value weight) {
+  if (!expect(KernelArgKind::NF4))
+    return *this;
+  auto type = dyn_cast<NF4Type>(weight.getType());
+  StringRef name = slotName(weight.getDefiningOp());
+  BufferAttr buffer = context_.plan.find(name);
+  if (!type || !buffer) {
+    error_ = "an NF4 operand must be a planned qlora.param";
+    return *this;
+  }
+  // Absent parts are -1; the runtime's NF4Parts lists them in this order.
+  auto offsetOf = [&](const char *part) -> int64_t {
+    BufferPartAttr found = buffer.getPart(part);
+    return found ? found.getOffset() : -1;
+  };
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t rows = shape.size() == 2 ? shape[0] : 1;
+  std::string text =
+      (kernelNamespace(context_.target.kind()) + "::NF4Parts{").str();
+  SmallVector<int64_t> fields;
+  if (context_.target.kind() == TargetKind::Cuda) {
+    DoubleQuantAttr dq = type.getDoubleQuant();
+    fields = {offsetOf(::qlora::part::kCodes),
+              offsetOf(::qlora::part::kAbsmax),
+              offsetOf(::qlora::part::kAbsmaxCodes),
+              offsetOf(::qlora::part::kAbsmaxScales),
+              offsetOf(::qlora::part::kAbsmaxOffset),
+              rows,
+              shape.back(),
+              type.getBlockSize(),
+              dq ? dq.getBlock() : 0};
+  } else {
+    fields = {offsetOf(::qlora::part::kCodes),
+              offsetOf(::qlora::part::kAbsmax), rows, shape.back(),
+              type.getBlockSize()};
+  }
+  for (size_t i = 0; i < fields.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(fields[i]);
+  text += "}";
+  call_.args.push_back(
+      emitc::OpaqueAttr::get(context_.builder.getContext(), text));
+  return *this;
+}
+
+LogicalResult KernelCallBuilder::emit(StringRef variant) {
+  if (error_.empty() && call_.args.size() != signature_->args.size())
+    error_ = "kernel '" + call_.kernel + "' takes " +
+             std::to_string(signature_->args.size()) + " arguments, got " +
+             std::to_string(call_.args.size());
+  if (!error_.empty()) {
+    if (error_ != "(reported above)")
+      op_->emitError() << "internal error lowering to the "
+                       << context_.target.name() << " kernels: " << error_;
+    return failure();
+  }
+  call_.variant = variant.str();
+  context_.calls.push_back(std::move(call_));
+  return success();
+}
+
+SmallVector<int64_t>
+KernelLoweringSet::workspaces(Operation *op,
+                              const TargetDescription &target) const {
+  auto found = entries_.find(op->getName().getTypeID());
+  if (found == entries_.end() || !found->second.workspaces)
+    return {};
+  return found->second.workspaces(op, target);
+}
+
+LogicalResult KernelLoweringSet::lower(Operation *op,
+                                       LoweringContext &context) const {
+  auto found = entries_.find(op->getName().getTypeID());
+  if (found == entries_.end())
+    return op->emitError() << "no " << context.target.name()
+                           << " kernel implements this op";
+  return found->second.lower(op, context);
+}
+
+void populateSlotLowerings(KernelLoweringSet &set) {
+  set.addNoCall<InputOp, ParamOp, StateOp>();
+  // A write of a slot: nothing when the planner computed the value in place.
+  set.add<AssignOp>([](AssignOp assign, LoweringContext &context) {
+    Value value = assign.getValue();
+    FailureOr<int64_t> from =
+        context.plan.offset(value, ::qlora::part::kData, assign);
+    FailureOr<int64_t> to = context.plan.slotOffset(
+        assign.getSlot(), ::qlora::part::kData, assign);
+    if (failed(from) || failed(to))
+      return failure();
+    if (*from == *to)
+      return success();
+    BufferPartAttr part =
+        context.plan.find(assign.getSlot()).getPart(::qlora::part::kData);
+    return KernelCallBuilder(context, assign, "copy")
+        .buffer(value)
+        .i64(part.bytes())
+        .slot(assign.getSlot())
+        .emit();
+  });
+  set.add<func::ReturnOp>([](func::ReturnOp ret, LoweringContext &context) {
+    if (ret.getNumOperands() == 0)
+      return success();
+    return KernelCallBuilder(context, ret, "copy")
+        .buffer(ret.getOperand(0))
+        .i64(4)
+        .slot(::qlora::slot::kLoss)
+        .emit();
+  });
+}
+
+KernelLoweringSet kernelLowerings(const TargetDescription &target) {
+  KernelLoweringSet set;
+  populateSlotLowerings(set);
+  if (target.kind() == TargetKind::Cuda)
+    populateCudaKernelLowerings(set);
+  else
+    populateCpuKernelLowerings(set);
+  return set;
+}
+
+} // namespace mlir::qlora

@@ -1,0 +1,70 @@
+//===- CudaStep.h - What generated cuda training steps call -----------------===//
+//
+// Code generation lowers every qlora op of a cuda step to calls of the
+// functions declared here from the kernel table runtime/step/CudaKernels.def
+// (the compiler checks its calls against the same table). Arguments are
+// compile-time constants: byte offsets into the device arena (buffers and
+// the workspaces the planner placed), sizes and attributes; the only runtime
+// value is the StepContext, which carries the arena, the stream and the
+// cuBLAS handle. Every function enqueues its work and returns: nothing
+// synchronizes, so the host captures a whole entry point as a CUDA graph.
+// The first launch error is kept in the context, later calls are skipped,
+// and the entry point returns it.
+//
+// The functions live in the runtime's step library (libQLoRAStepCuda.so),
+// which the host that loads a step provides; the step's own library holds
+// only its generated code.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "runtime/step/StepAbi.h"
+
+#include <cstdint>
+#include <string>
+
+namespace qlora::cuda_step {
+
+/// The state of one call of an entry point.
+struct StepContext {
+  uint8_t *arena = nullptr;
+  void *stream = nullptr; ///< cudaStream_t
+  void *blas = nullptr;   ///< cublasHandle_t on `stream`
+  std::string error;
+  bool failed() const { return !error.empty(); }
+  void fail(const std::string &message) {
+    if (error.empty())
+      error = message;
+  }
+};
+
+/// An NF4 weight's parts in the arena (bitsandbytes' layout; -1 for parts
+/// it has not: `absmax` with double quantization, the three others
+/// without) and its shape.
+struct NF4Parts {
+  int64_t codes, absmax, absmaxCodes, absmaxScales, absmaxOffset;
+  int64_t rows, cols, blockSize, dqBlockSize;
+};
+
+#define BUF(n) int64_t n
+#define I64(n) int64_t n
+#define F32(n) float n
+#define NF4(n) const NF4Parts &n
+#define QLORA_KERNEL(Name, ...) void Name(StepContext *c, __VA_ARGS__);
+#include "runtime/step/CudaKernels.def"
+#undef BUF
+#undef I64
+#undef F32
+#undef NF4
+
+/// Runs `body` on the host's context and reports its error, for the
+/// exported C symbols.
+int runEntry(QLoRAStepContext *host, void (*body)(StepContext *));
+
+} // namespace qlora::cuda_step
+
+/// Exports `impl` (void(StepContext *)) as the C entry point `symbol`.
+#define QLORA_CUDA_STEP_ENTRY(symbol, impl)                                    \
+  extern "C" int symbol(QLoRAStepContext *context) {                           \
+    return ::qlora::cuda_step::runEntry(context, impl);                        \
+  }

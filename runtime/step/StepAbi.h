@@ -1,0 +1,60 @@
+/*===- StepAbi.h - The C interface of a compiled step library -------------===//
+//
+// What a step library (step.so) and its host agree on, in C so that neither
+// depends on the other's C++ ABI. The version covers this struct and the
+// kernel tables (CpuKernels.def, CudaKernels.def): a step library reports
+// the version it was generated for, and a host refuses any other, since the
+// library calls the runtime's kernels by those signatures.
+//
+// Every step library exports:
+//   uint32_t qlora_step_abi_version(void);
+//   const char *qlora_step_target(void);        "cpu" or "cuda"
+//   int qlora_train_step(QLoRAStepContext *);
+//   int qlora_apply_gradients(QLoRAStepContext *);
+// An entry returns 0 when its work was run (cpu) or enqueued on the stream
+// (cuda), and otherwise writes a message into `error`.
+//
+//===----------------------------------------------------------------------===*/
+#ifndef QLORA_RUNTIME_STEP_STEPABI_H
+#define QLORA_RUNTIME_STEP_STEPABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bump when QLoRAStepContext or a kernel table changes. */
+#define QLORA_STEP_ABI_VERSION 2u
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct QLoRAStepContext {
+  uint32_t abi_version;   /* QLORA_STEP_ABI_VERSION of the host */
+  uint32_t struct_size;   /* sizeof(QLoRAStepContext) of the host */
+  uint8_t *arena;         /* host memory (cpu) or device memory (cuda) */
+  uint64_t arena_bytes;
+  void *stream;           /* cudaStream_t the step enqueues on (cuda) */
+  void *blas;             /* cublasHandle_t bound to `stream` (cuda) */
+  char *error;            /* receives a message when an entry fails */
+  size_t error_capacity;
+} QLoRAStepContext;
+
+typedef uint32_t (*QLoRAStepAbiVersionFn)(void);
+typedef const char *(*QLoRAStepTargetFn)(void);
+typedef int (*QLoRAStepEntryFn)(QLoRAStepContext *);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __cplusplus
+/* The ABI version and target a step library reports; generated code
+   expands it once. */
+#define QLORA_STEP_LIBRARY_INFO(target)                                        \
+  extern "C" uint32_t qlora_step_abi_version(void) {                           \
+    return QLORA_STEP_ABI_VERSION;                                             \
+  }                                                                            \
+  extern "C" const char *qlora_step_target(void) { return target; }
+#endif
+
+#endif /* QLORA_RUNTIME_STEP_STEPABI_H */
