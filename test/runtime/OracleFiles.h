@@ -1,7 +1,9 @@
 //===- OracleFiles.h - Access to ../shared/oracle from GoogleTests ----------===//
 //
 // Ground truth from the reference stack lives beside the checkout
-// (QLORA_ORACLE_DIR). Tests that need it skip cleanly where it is missing.
+// (QLORA_ORACLE_DIR, or the environment variable of that name on a GPU host
+// where a copy travelled with the tree). Tests that need it skip cleanly
+// where it is missing.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -10,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <sys/stat.h>
@@ -18,7 +21,8 @@
 namespace qlora::testing {
 
 inline std::string oraclePath(const std::string &relative) {
-  return std::string(QLORA_ORACLE_DIR) + "/" + relative;
+  const char *dir = std::getenv("QLORA_ORACLE_DIR");
+  return std::string(dir && *dir ? dir : QLORA_ORACLE_DIR) + "/" + relative;
 }
 
 inline bool oracleExists(const std::string &relative) {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Compiles, here (where MLIR and nvcc are), the steps that CudaStepTest
+# trains on a GPU host, and copies the oracle data they train against, into
+# one directory that travels to the GPU host (default: gpu-steps/, ignored
+# by git). There: QLORA_GPU_STEPS=gpu-steps QLORA_ORACLE_DIR=gpu-steps/oracle
+# bash tools/gpu-check.sh. The fixtures are those of test/train/CudaStepTest.cpp.
+# Usage: tools/gpu-steps.sh [OUT_DIR [BUILD_DIR]]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$root/gpu-steps}"
+build="${2:-$root/build}"
+oracle="${QLORA_ORACLE_DIR:-$root/../shared/oracle}"
+compile="$build/bin/qlora-compile"
+[[ -x "$compile" ]] || { echo "gpu-steps.sh: build first ($compile)" >&2; exit 2; }
+rm -rf "$out"
+mkdir -p "$out/oracle"
+cp -r "$oracle/tiny-llama" "$oracle/tiny-llama-adapter-init" \
+  "$oracle/tiny-llama-adapter-step8" "$oracle/tiny-llama-batch.safetensors" \
+  "$oracle/tiny-llama-grads-step1.safetensors" \
+  "$oracle/tiny-llama-trajectory.json" "$out/oracle/"
+"$build/bin/qlora-quantize" --demo "$out/models" >/dev/null
+
+step() { # name model target options...
+  local name="$1" model="$2" target="$3"
+  shift 3
+  "$compile" --model_name_or_path "$model" --output_dir "$out/$name" \
+    --target "$target" --quiet "$@"
+  echo "compiled $out/$name"
+}
+demo="$out/models/tiny-llama"
+step oracle-cuda "$oracle/tiny-llama" cuda --per_device_train_batch_size=2 \
+  --max_seq_length=64 --r=8 --lora_alpha=16 --target_modules=all-linear \
+  --max_grad_norm=0
+step demo-cuda "$demo" cuda --per_device_train_batch_size=4 \
+  --max_seq_length=128 --r=8 --lora_alpha=16 --target_modules=all-linear
+step demo-cpu "$demo" cpu --per_device_train_batch_size=4 \
+  --max_seq_length=128 --r=8 --lora_alpha=16 --target_modules=all-linear
+step seed-cuda "$demo" cuda --per_device_train_batch_size=4 \
+  --max_seq_length=128 --r=8 --lora_alpha=32 --lora_dropout=0.05 \
+  --target_modules=q_proj,k_proj,v_proj,o_proj
