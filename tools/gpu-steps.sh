@@ -4,7 +4,7 @@
 # one directory that travels to the GPU host (default: gpu-steps/, ignored
 # by git). There: QLORA_GPU_STEPS=gpu-steps QLORA_ORACLE_DIR=gpu-steps/oracle
 # bash tools/gpu-check.sh. The fixtures are those of test/train/CudaStepTest.cpp.
-# Usage: tools/gpu-steps.sh [OUT_DIR [BUILD_DIR]]
+# Usage: [BENCH=1] tools/gpu-steps.sh [OUT_DIR [BUILD_DIR]]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/gpu-steps}"
@@ -38,3 +38,21 @@ step demo-cpu "$demo" cpu --per_device_train_batch_size=4 \
 step seed-cuda "$demo" cuda --per_device_train_batch_size=4 \
   --max_seq_length=128 --r=8 --lora_alpha=32 --lora_dropout=0.05 \
   --target_modules=q_proj,k_proj,v_proj,o_proj
+
+# With BENCH=1, also the steps qlora-bench step times (bare configs, random
+# weights on the GPU): the Llama-2-7B shape at 4 x 2048 with r 16 on every
+# linear layer, the seed configuration, and the Llama-3-8B shape.
+if [[ "${BENCH:-0}" == 1 ]]; then
+  bench() { # name options...
+    local name="$1"
+    shift
+    "$compile" --output_dir "$out/bench-$name" --target cuda --quiet \
+      --per_device_train_batch_size=4 --max_seq_length=2048 "$@"
+    rm -f "$out/bench-$name/model.mlir" "$out/bench-$name/train_step.mlir"
+    echo "compiled $out/bench-$name"
+  }
+  bench llama2-7b-r16 --config=llama2-7b --r=16 --lora_alpha=32
+  bench llama2-7b-seed --config=llama2-7b --r=8 --lora_alpha=32 \
+    --lora_dropout=0.05 --target_modules=q_proj,k_proj,v_proj,o_proj
+  bench llama3-8b-r16 --config=llama3-8b --r=16 --lora_alpha=32
+fi

@@ -37,10 +37,13 @@ cublasHandle_t blas(StepContext *c) {
   return static_cast<cublasHandle_t>(c->blas);
 }
 
-/// Records a failed launch; later calls do nothing.
+/// Records a failed launch (later calls do nothing), and the end of the
+/// kernel's work for the profiler.
 void check(StepContext *c, const Status &status, const char *kernel) {
   if (!status)
     c->fail(std::string(kernel) + ": " + status.message());
+  else if (c->profiler)
+    c->profiler->mark(kernel, c->stream);
 }
 
 int log2Exact(int64_t value) {
@@ -80,6 +83,9 @@ int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
   context.arena = host->arena;
   context.stream = host->stream;
   context.blas = host->blas;
+  context.profiler = static_cast<StepProfiler *>(host->profiler);
+  if (context.profiler)
+    context.profiler->mark("start", context.stream);
   Status bound =
       blas(&context)
           ? cuda::cublasStatus(cublasSetStream(blas(&context), stream(&context)),
@@ -469,6 +475,55 @@ void clipCoefficient(StepContext *c, int64_t total, float maxNorm,
     check(c, cuda::clipCoefficient(f32(c, total), maxNorm, f32(c, out),
                                    stream(c)),
           "clipCoefficient");
+}
+
+// --- Profiling ------------------------------------------------------------------
+
+StepProfiler::~StepProfiler() {
+  for (auto &[kernel, event] : marks_)
+    cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+void StepProfiler::mark(const char *kernel, void *stream) {
+  cudaEvent_t event = nullptr;
+  if (cudaEventCreate(&event) != cudaSuccess)
+    return;
+  cudaEventRecord(event, static_cast<cudaStream_t>(stream));
+  marks_.emplace_back(kernel, event);
+}
+
+bool StepProfiler::collect() {
+  bool ok = true;
+  for (size_t i = 0; i < marks_.size(); ++i) {
+    auto event = static_cast<cudaEvent_t>(marks_[i].second);
+    ok &= cudaEventSynchronize(event) == cudaSuccess;
+    if (i == 0 || marks_[i].first == "start")
+      continue;
+    float ms = 0.0f;
+    ok &= cudaEventElapsedTime(
+              &ms, static_cast<cudaEvent_t>(marks_[i - 1].second), event) ==
+          cudaSuccess;
+    auto found = std::find_if(totals_.begin(), totals_.end(),
+                              [&](const Total &total) {
+                                return total.kernel == marks_[i].first;
+                              });
+    if (found == totals_.end())
+      found = totals_.insert(totals_.end(), Total{marks_[i].first, 0.0, 0});
+    found->milliseconds += ms;
+    ++found->calls;
+  }
+  for (auto &[kernel, event] : marks_)
+    cudaEventDestroy(static_cast<cudaEvent_t>(event));
+  marks_.clear();
+  return ok;
+}
+
+std::vector<StepProfiler::Total> StepProfiler::totals() const {
+  std::vector<Total> sorted = totals_;
+  std::sort(sorted.begin(), sorted.end(), [](const Total &a, const Total &b) {
+    return a.milliseconds > b.milliseconds;
+  });
+  return sorted;
 }
 
 // Every definition has its table signature: `&Name` is ambiguous (an

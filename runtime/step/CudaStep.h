@@ -22,14 +22,19 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace qlora::cuda_step {
+
+class StepProfiler;
 
 /// The state of one call of an entry point.
 struct StepContext {
   uint8_t *arena = nullptr;
   void *stream = nullptr; ///< cudaStream_t
   void *blas = nullptr;   ///< cublasHandle_t on `stream`
+  StepProfiler *profiler = nullptr;
   std::string error;
   bool failed() const { return !error.empty(); }
   void fail(const std::string &message) {
@@ -60,6 +65,33 @@ struct NF4Parts {
 /// Runs `body` on the host's context and reports its error, for the
 /// exported C symbols.
 int runEntry(QLoRAStepContext *host, void (*body)(StepContext *));
+
+/// Per-kernel device times of steps run without CUDA graphs (qlora-bench
+/// step --profile): every function above records an event after what it
+/// enqueued, so the time between consecutive events is that function's.
+class StepProfiler {
+public:
+  StepProfiler() = default;
+  StepProfiler(const StepProfiler &) = delete;
+  StepProfiler &operator=(const StepProfiler &) = delete;
+  ~StepProfiler();
+  /// Records the end of `kernel`'s work on `stream` (the entry records
+  /// "start" first).
+  void mark(const char *kernel, void *stream);
+  /// Waits for the marks so far and adds their times to the totals.
+  bool collect();
+  /// Milliseconds and calls per kernel, largest first.
+  struct Total {
+    std::string kernel;
+    double milliseconds = 0.0;
+    int64_t calls = 0;
+  };
+  std::vector<Total> totals() const;
+
+private:
+  std::vector<std::pair<std::string, void *>> marks_; ///< cudaEvent_t
+  std::vector<Total> totals_;
+};
 
 } // namespace qlora::cuda_step
 

@@ -37,6 +37,7 @@ typedef struct QLoRAStepContext {
   void *blas;             /* cublasHandle_t bound to `stream` (cuda) */
   char *error;            /* receives a message when an entry fails */
   size_t error_capacity;
+  void *profiler;         /* cuda: a qlora::cuda_step::StepProfiler, or null */
 } QLoRAStepContext;
 
 typedef uint32_t (*QLoRAStepAbiVersionFn)(void);

@@ -103,6 +103,12 @@ public:
   }
 
   std::string device() const override { return "cuda"; }
+  uint8_t *deviceArena() override { return arena_; }
+  void *deviceStream() override { return stream_; }
+  Status setProfiler(void *profiler) override {
+    profiler_ = profiler;
+    return Status::ok();
+  }
   std::string description() const override { return description_; }
 
   Status write(uint64_t offset, const void *data, size_t bytes) override {
@@ -147,7 +153,8 @@ public:
     context.arena_bytes = bytes_;
     context.stream = stream_;
     context.blas = blas_;
-    if (!useGraphs_)
+    context.profiler = profiler_;
+    if (!useGraphs_ || profiler_)
       return library_.call(role, context);
     auto found = graphs_.find(role);
     if (found == graphs_.end()) {
@@ -262,6 +269,7 @@ private:
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   bool useGraphs_ = true;
+  void *profiler_ = nullptr;
   std::map<std::string, cudaGraphExec_t> graphs_;
   uint8_t *staging_ = nullptr;
   size_t stagingCapacity_ = 0, stagingUsed_ = 0;

@@ -41,6 +41,17 @@ public:
   /// Waits for everything enqueued and completes readLater().
   virtual Status synchronize() = 0;
 
+  /// cuda: the base address of the device arena and the stream its work is
+  /// ordered on, for tools that fill it with their own kernels; null on the
+  /// cpu.
+  virtual uint8_t *deviceArena() { return nullptr; }
+  virtual void *deviceStream() { return nullptr; }
+  /// cuda: hands the step a qlora::cuda_step::StepProfiler and runs its
+  /// entries without graphs from now on (null: graphs again).
+  virtual Status setProfiler(void *profiler) {
+    return makeError("per-kernel profiles need a cuda step");
+  }
+
   /// Keeps a copy of [offset, offset + bytes) to put back with restore():
   /// the adapter before an update that may fail.
   virtual Status snapshot(uint64_t offset, size_t bytes) = 0;

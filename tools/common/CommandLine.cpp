@@ -186,4 +186,11 @@ std::string CommandLine::helpText() const {
   return text;
 }
 
+std::string joinList(const std::vector<std::string> &names) {
+  std::string text;
+  for (const std::string &name : names)
+    text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
 } // namespace qlora::cli

@@ -69,6 +69,9 @@ private:
 /// Parses "true/false/1/0/yes/no".
 Expected<bool> parseBool(const std::string &text);
 
+/// Joins names with ", " (for help texts and errors).
+std::string joinList(const std::vector<std::string> &names);
+
 /// Splits "a,b,c" (or another separator) into its non-empty parts.
 std::vector<std::string> splitList(const std::string &text,
                                    char separator = ',');

@@ -16,6 +16,7 @@
 #include "tools/common/CommandLine.h"
 #ifdef QLORA_HAVE_CUDA
 #include "KernelBench.h"
+#include "StepBench.h"
 #endif
 
 #include <algorithm>
@@ -104,12 +105,28 @@ void benchNF4(const std::vector<std::vector<int64_t>> &shapes, int repeats) {
 int main(int argc, char **argv) {
   std::string shapeList = "4096x4096,11008x4096,4096x11008";
   int64_t repeats = 5;
-  std::string l2Flush = "clean";
+  std::string l2Flush = "clean", stepDir;
+  int64_t warmup = 3, steps = 10, accumulation = 1;
+  bool profile = false;
   cli::CommandLine commandLine(
-      "qlora-bench", "[nf4] [options]",
+      "qlora-bench", "[nf4] [kernels] [step] [options]",
       "Prints timing figures (medians) for the runtime's kernels.\n"
       "Benchmarks: nf4 (CPU NF4 quantize/dequantize throughput), kernels\n"
-      "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS).");
+      "(GPU: NF4 dequantize, forward and dX products beside bf16 cuBLAS),\n"
+      "step (a compiled cuda step on random weights: tokens/s, model\n"
+      "TFLOP/s, memory, and with --profile each kernel's time).");
+  commandLine.option("step_dir", "DIR",
+                     "step: a cuda step from qlora-compile (for example "
+                     "--config llama2-7b)",
+                     &stepDir);
+  commandLine.option("warmup", "N", "step: untimed steps first", &warmup);
+  commandLine.option("steps", "N", "step: timed optimizer steps", &steps);
+  commandLine.option("gradient_accumulation_steps", "N",
+                     "step: micro-batches per optimizer step", &accumulation);
+  commandLine.flag("profile",
+                   "step: also time each kernel (the step then runs without "
+                   "CUDA graphs)",
+                   &profile);
   commandLine.option("shapes", "RxC,...", "weight shapes to time", &shapeList);
   commandLine.option("repeats", "N", "timed repetitions per figure", &repeats);
   commandLine.option("l2_flush", "clean|dirty",
@@ -157,9 +174,25 @@ int main(int argc, char **argv) {
                            "benchmark needs nvcc at build time\n");
       return 1;
 #endif
+    } else if (bench == "step") {
+#ifdef QLORA_HAVE_CUDA
+      if (stepDir.empty() || steps < 1 || warmup < 0) {
+        std::fprintf(stderr, "qlora-bench: error: step needs --step_dir, "
+                             "--steps >= 1 and --warmup >= 0\n");
+        return 1;
+      }
+      int code = bench::runStepBench(
+          {stepDir, warmup, steps, accumulation, profile});
+      if (code != 0)
+        return code;
+#else
+      std::fprintf(stderr, "qlora-bench: built without CUDA; the step "
+                           "benchmark needs nvcc at build time\n");
+      return 1;
+#endif
     } else {
       std::fprintf(stderr, "qlora-bench: error: unknown benchmark '%s' "
-                           "(known: nf4, kernels)\n",
+                           "(known: nf4, kernels, step)\n",
                    bench.c_str());
       return 1;
     }

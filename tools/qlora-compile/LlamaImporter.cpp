@@ -30,9 +30,10 @@ std::string shapeText(ArrayRef<int64_t> shape) {
 class Importer {
 public:
   Importer(MLIRContext &context, const ModelConfig &config,
-           const CheckpointDir &checkpoint, const ImportOptions &options)
+           const CheckpointDir *checkpoint, const ImportOptions &options,
+           std::string source)
       : context_(context), config_(config), checkpoint_(checkpoint),
-        options_(options), builder_(&context) {}
+        options_(options), source_(std::move(source)), builder_(&context) {}
 
   Expected<OwningOpRef<ModuleOp>> run() {
     if (options_.batchSize <= 0 || options_.seqLen <= 0)
@@ -48,8 +49,7 @@ public:
                        "which this compiler does not model",
                        options_.seqLen, config_.slidingWindow);
 
-    Location loc = FileLineColLoc::get(
-        &context_, checkpoint_.dir() + "/config.json", 1, 1);
+    Location loc = FileLineColLoc::get(&context_, source_, 1, 1);
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
     builder_.setInsertionPointToEnd(module->getBody());
     Type scalar = RankedTensorType::get({}, builder_.getF32Type());
@@ -146,17 +146,21 @@ private:
       return cached->second;
     Type element;
     std::vector<int64_t> shape;
-    if (::qlora::bnb::isQuantizedWeight(checkpoint_, name)) {
+    if (!checkpoint_) {
+      // A bare config: every tensor bf16, of the shape the config implies.
+      shape.assign(expectedShape.begin(), expectedShape.end());
+      element = builder_.getBF16Type();
+    } else if (::qlora::bnb::isQuantizedWeight(*checkpoint_, name)) {
       Expected<::qlora::NF4Weight> weight =
-          ::qlora::bnb::readWeight(checkpoint_, name);
+          ::qlora::bnb::readWeight(*checkpoint_, name);
       if (!weight)
-        return weight.error().withContext(checkpoint_.dir());
+        return weight.error().withContext(checkpoint_->dir());
       shape = weight->shape;
       element = elementType(weight->dtype);
     } else {
-      Expected<::qlora::CheckpointTensor> tensor = checkpoint_.get(name);
+      Expected<::qlora::CheckpointTensor> tensor = checkpoint_->get(name);
       if (!tensor)
-        return tensor.error().withContext(checkpoint_.dir());
+        return tensor.error().withContext(checkpoint_->dir());
       shape = tensor->info->shape;
       switch (tensor->info->dtype) {
       case DType::BF16:
@@ -170,14 +174,14 @@ private:
         break;
       default:
         return makeError("{}: tensor '{}' has dtype {}, expected a float type",
-                         checkpoint_.dir(), name,
+                         checkpoint_->dir(), name,
                          ::qlora::dtypeName(tensor->info->dtype));
       }
     }
     if (ArrayRef<int64_t>(shape) != ArrayRef<int64_t>(expectedShape))
       return makeError("{}: tensor '{}' has shape {}, but config.json implies "
                        "{}",
-                       checkpoint_.dir(), name, shapeText(shape),
+                       source_, name, shapeText(shape),
                        shapeText(expectedShape));
     Value value = ParamOp::create(
         builder_, builder_.getUnknownLoc(),
@@ -188,10 +192,10 @@ private:
 
   Expected<Value> projection(const std::string &module, int64_t out,
                              int64_t in) {
-    if (checkpoint_.find(module + ".bias"))
+    if (checkpoint_ && checkpoint_->find(module + ".bias"))
       return makeError("{}: '{}.bias' exists, but biased projections are not "
                        "supported",
-                       checkpoint_.dir(), module);
+                       checkpoint_->dir(), module);
     return param(module + ".weight", {out, in});
   }
 
@@ -209,7 +213,8 @@ private:
 
   MLIRContext &context_;
   const ModelConfig &config_;
-  const CheckpointDir &checkpoint_;
+  const CheckpointDir *checkpoint_; ///< null: a bare config
+  std::string source_;              ///< what locations name
   const ImportOptions &options_;
   OpBuilder builder_;
   std::map<std::string, Value> params_;
@@ -221,7 +226,15 @@ Expected<OwningOpRef<ModuleOp>> importLlama(MLIRContext &context,
                                             const ModelConfig &config,
                                             const CheckpointDir &checkpoint,
                                             const ImportOptions &options) {
-  return Importer(context, config, checkpoint, options).run();
+  return Importer(context, config, &checkpoint, options,
+                  checkpoint.dir() + "/config.json")
+      .run();
+}
+
+Expected<OwningOpRef<ModuleOp>>
+importLlamaConfig(MLIRContext &context, const ModelConfig &config,
+                  const ImportOptions &options, const std::string &source) {
+  return Importer(context, config, nullptr, options, source).run();
 }
 
 } // namespace mlir::qlora

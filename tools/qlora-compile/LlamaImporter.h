@@ -32,6 +32,13 @@ importLlama(MLIRContext &context, const ::qlora::ModelConfig &config,
             const ::qlora::CheckpointDir &checkpoint,
             const ImportOptions &options);
 
+/// The same graph from a bare config (no checkpoint): every parameter bf16
+/// of the shape the config implies; `source` names the config in
+/// locations.
+::qlora::Expected<OwningOpRef<ModuleOp>>
+importLlamaConfig(MLIRContext &context, const ::qlora::ModelConfig &config,
+                  const ImportOptions &options, const std::string &source);
+
 } // namespace mlir::qlora
 
 #endif // QLORA_TOOLS_LLAMAIMPORTER_H

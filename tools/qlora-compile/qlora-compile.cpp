@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 #include "LlamaImporter.h"
 #include "ModelConfig.h"
+#include "ModelPresets.h"
 #include "StepBuildConfig.h"
 
 #include "codegen/BufferPlan.h"
@@ -184,7 +185,8 @@ std::vector<std::string> includeFlags() {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string model, outputDir, cxx, nvcc = QLORA_NVCC, target = "cuda";
+  std::string model, configName, outputDir, cxx, nvcc = QLORA_NVCC,
+      target = "cuda";
   int64_t batchSize = 2, seqLen = 0;
   ::qlora::StepOptions stepOptions;
   bool quiet = false;
@@ -199,6 +201,12 @@ int main(int argc, char **argv) {
                      "checkpoint directory (config.json + safetensors, bf16 "
                      "or bitsandbytes 4-bit)",
                      &model);
+  commandLine.option("config", "NAME|PATH",
+                     "compile from a bare config instead of a checkpoint "
+                     "(for benchmarks on random weights): a preset (" +
+                         ::qlora::cli::joinList(::qlora::modelPresetNames()) +
+                         ") or a config.json",
+                     &configName);
   commandLine.option("output_dir", "DIR", "where the compiled step goes",
                      &outputDir);
   commandLine.option("per_device_train_batch_size", "N",
@@ -222,29 +230,34 @@ int main(int argc, char **argv) {
   if (!commandLine.positional().empty())
     return fail("unexpected argument '" + commandLine.positional()[0] +
                 "' (try --help)");
-  if (model.empty() || outputDir.empty())
-    return fail("--model_name_or_path and --output_dir are required");
+  if ((model.empty() == configName.empty()) || outputDir.empty())
+    return fail("--output_dir and one of --model_name_or_path and --config "
+                "are required");
   if (target != "cpu" && target != "cuda")
     return fail("--target must be cpu or cuda, got '" + target + "'");
   if (cxx.empty())
     cxx = std::getenv("CXX") ? std::getenv("CXX") : "c++";
 
   ::qlora::Expected<::qlora::ModelConfig> config =
-      ::qlora::ModelConfig::read(model);
+      configName.empty() ? ::qlora::ModelConfig::read(model)
+                         : ::qlora::readModelConfig(configName);
   if (!config)
     return fail(config.message());
-  ::qlora::Expected<::qlora::CheckpointDir> checkpoint =
-      ::qlora::CheckpointDir::open(model);
-  if (!checkpoint)
-    return fail(checkpoint.message());
   if (seqLen == 0)
     seqLen = std::min<int64_t>(512, config->maxPositionEmbeddings);
 
   MLIRContext context;
   context.loadDialect<QLoRADialect, func::FuncDialect, emitc::EmitCDialect>();
   ImportOptions importOptions{batchSize, seqLen};
-  ::qlora::Expected<OwningOpRef<ModuleOp>> imported =
-      importLlama(context, *config, *checkpoint, importOptions);
+  ::qlora::Expected<OwningOpRef<ModuleOp>> imported = [&] {
+    if (!configName.empty())
+      return importLlamaConfig(context, *config, importOptions, configName);
+    ::qlora::Expected<::qlora::CheckpointDir> checkpoint =
+        ::qlora::CheckpointDir::open(model);
+    if (!checkpoint)
+      return ::qlora::Expected<OwningOpRef<ModuleOp>>(checkpoint.error());
+    return importLlama(context, *config, *checkpoint, importOptions);
+  }();
   if (!imported)
     return fail(imported.message());
   OwningOpRef<ModuleOp> module = imported.take();
@@ -284,7 +297,7 @@ int main(int argc, char **argv) {
   facts.set("num_hidden_layers", config->numLayers);
   facts.set("max_position_embeddings", config->maxPositionEmbeddings);
   facts.set("pad_token_id", config->padTokenId);
-  facts.set("model_name_or_path", model);
+  facts.set("model_name_or_path", model.empty() ? configName : model);
   manifest->model = facts;
   manifest->options = stepOptions;
 
@@ -309,7 +322,8 @@ int main(int argc, char **argv) {
     std::printf("%s\n", summary.c_str());
     std::printf("Compiled %s (%s, %lld layers) for batch %lld x %lld tokens: "
                 "arena %.2f MB, %zu buffers\n",
-                model.c_str(), config->modelType.c_str(),
+                (model.empty() ? configName : model).c_str(),
+                config->modelType.c_str(),
                 (long long)config->numLayers, (long long)batchSize,
                 (long long)seqLen, double(manifest->arenaBytes) / 1e6,
                 manifest->buffers.size());
