@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "codegen/BufferPlan.h"
+#include "codegen/ElementwiseKernels.h"
 #include "codegen/KernelLowering.h"
 #include "codegen/Passes.h"
 #include "codegen/Target.h"
@@ -59,9 +60,12 @@ public:
     builder.setInsertionPointToStart(module.getBody());
     emitc::IncludeOp::create(builder, module.getLoc(), emission.header,
                              /*is_standard_include=*/false);
-    emitc::VerbatimOp::create(
+    Operation *libraryInfo = emitc::VerbatimOp::create(
         builder, module.getLoc(),
         ("QLORA_STEP_LIBRARY_INFO(\"" + target->name() + "\")").str());
+
+    // Generated kernels go before the entry points that launch them.
+    ElementwiseKernelEmitter kernels(libraryInfo);
 
     Type contextType = emitc::PointerType::get(
         emitc::OpaqueType::get(context, emission.context));
@@ -86,7 +90,7 @@ public:
       Value stepContext = body->getArgument(0);
       for (Operation &op : func.getBody().front()) {
         SmallVector<KernelCall> calls;
-        LoweringContext lowering{builder, *target, *plan, calls};
+        LoweringContext lowering{builder, *target, *plan, calls, &kernels};
         if (failed(lowerings.lower(&op, lowering)))
           return signalPassFailure();
         for (KernelCall &call : calls) {

@@ -9,11 +9,14 @@
 // formulas (runtime/cuda/Workspaces.h).
 //
 //===----------------------------------------------------------------------===//
+#include "codegen/ElementwiseKernels.h"
 #include "codegen/KernelLowering.h"
 
 #include "dialects/QLoRAOps.h"
 #include "runtime/cuda/NF4MatmulPath.h"
 #include "runtime/cuda/Workspaces.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
 
 namespace mlir::qlora {
 namespace {
@@ -541,6 +544,37 @@ void populateCudaKernelLowerings(KernelLoweringSet &set) {
            << "a standalone qlora.dequantize has no cuda kernel; run "
               "qlora-fuse-dequant-matmul so that it feeds a projection";
   });
+  // A fused region: its generated kernel, launched over the elements with
+  // the arena offsets of its inputs and results (not a table kernel: the
+  // launch is generic over the kernel's arguments).
+  set.add<FusedElementwiseOp>(
+      [](FusedElementwiseOp fused, LoweringContext &context) -> LogicalResult {
+        if (!context.kernels)
+          return fused.emitError() << "no place for generated kernels";
+        FailureOr<std::string> name = context.kernels->emit(fused);
+        if (failed(name))
+          return failure();
+        KernelCall call;
+        call.kernel = "launchElementwise";
+        call.variant = *name;
+        call.callee = (kernelNamespace(TargetKind::Cuda) +
+                       "::launchElementwise").str();
+        MLIRContext *mlir = fused.getContext();
+        call.args.push_back(emitc::OpaqueAttr::get(mlir, *name));
+        call.args.push_back(emitc::OpaqueAttr::get(mlir, "\"" + *name + "\""));
+        call.args.push_back(
+            context.builder.getI64IntegerAttr(numElements(fused.getResult(0))));
+        for (Value value : llvm::concat<Value>(fused.getInputs(),
+                                               fused.getResults())) {
+          FailureOr<int64_t> offset =
+              context.plan.offset(value, ::qlora::part::kData, fused);
+          if (failed(offset))
+            return failure();
+          call.args.push_back(context.builder.getI64IntegerAttr(*offset));
+        }
+        context.calls.push_back(std::move(call));
+        return success();
+      });
 }
 
 } // namespace mlir::qlora

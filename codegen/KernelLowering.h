@@ -34,12 +34,16 @@ struct KernelCall {
   SmallVector<Attribute> args; ///< i64, f32 and opaque (NF4) constants
 };
 
+class ElementwiseKernelEmitter;
+
 /// What a pattern lowers with.
 struct LoweringContext {
   Builder &builder;
   const TargetDescription &target;
   const BufferPlan &plan;
   SmallVectorImpl<KernelCall> &calls;
+  /// Where generated kernels go (cuda), or null.
+  ElementwiseKernelEmitter *kernels = nullptr;
 };
 
 /// Builds one call, checking each argument against the kernel's signature

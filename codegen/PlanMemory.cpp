@@ -53,7 +53,7 @@ struct Slot {
 /// Ops whose kernels read each element before writing it, so that a result
 /// may share the bytes of an operand.
 bool isElementwiseInPlace(Operation *op) {
-  return isa<AddOp, MulOp, FillOp, AdamWOp>(op);
+  return isa<AddOp, MulOp, FillOp, AdamWOp, FusedElementwiseOp>(op);
 }
 
 class PlanMemoryPass : public impl::PlanMemoryPassBase<PlanMemoryPass> {

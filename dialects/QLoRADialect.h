@@ -7,6 +7,7 @@
 #ifndef QLORA_DIALECTS_QLORADIALECT_H
 #define QLORA_DIALECTS_QLORADIALECT_H
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Dialect.h"
 
 #include "dialects/QLoRADialect.h.inc"

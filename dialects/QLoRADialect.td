@@ -28,6 +28,8 @@ def QLoRA_Dialect : Dialect {
     NF4 and double quantization follow bitsandbytes bit for bit; LoRA
     configuration follows PEFT's `LoraConfig` field names.
   }];
+  // The body of qlora.fused_elementwise is arith on f32 scalars.
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;
   let extraClassDeclaration = [{

@@ -685,6 +685,39 @@ LogicalResult MulOp::verify() {
   return expectType(*this, "result", getType(), lhs, "lhs type");
 }
 
+LogicalResult FusedElementwiseOp::verify() {
+  if (getResults().empty())
+    return emitOpError("expects at least one result");
+  RankedTensorType shape = cast<RankedTensorType>(getResult(0).getType());
+  for (Value result : getResults())
+    if (cast<RankedTensorType>(result.getType()).getShape() !=
+        shape.getShape())
+      return emitOpError("expects every result of shape ")
+             << formatShape(shape.getShape()) << ", got "
+             << formatShape(
+                    cast<RankedTensorType>(result.getType()).getShape());
+  for (Value input : getInputs()) {
+    auto type = cast<RankedTensorType>(input.getType());
+    if (type.getRank() != 0 && type.getShape() != shape.getShape())
+      return emitOpError("expects every input of shape ")
+             << formatShape(shape.getShape()) << " or 0-d, got "
+             << formatShape(type.getShape());
+  }
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError("expects one body argument per input (")
+           << getInputs().size() << "), got " << body.getNumArguments();
+  for (BlockArgument argument : body.getArguments())
+    if (!argument.getType().isF32())
+      return emitOpError("expects f32 body arguments, got ")
+             << argument.getType();
+  auto yield = cast<YieldOp>(body.getTerminator());
+  if (yield.getValues().size() != getResults().size())
+    return emitOpError("expects the body to yield one value per result (")
+           << getResults().size() << "), got " << yield.getValues().size();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Gradients
 //===----------------------------------------------------------------------===//

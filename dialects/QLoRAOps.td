@@ -665,6 +665,56 @@ def QLoRA_MulOp : QLoRA_Op<"mul", [Pure]> {
   let hasVerifier = 1;
 }
 
+def QLoRA_FusedElementwiseOp : QLoRA_Op<"fused_elementwise",
+    [Pure, SingleBlockImplicitTerminator<"YieldOp">]> {
+  let summary = "a chain of elementwise work in one kernel";
+  let description = [{
+    The elementwise ops of a region, computed in one pass over the data:
+    for every element index, the body maps the inputs' elements (widened to
+    f32; a 0-d input is the same scalar for every element) to the results'
+    elements (rounded once to each result's element type). Every result
+    has the shape of the fusion; every input has it too, or is 0-d.
+    qlora-fuse-elementwise builds these from chains of `qlora.add` and
+    `qlora.mul`.
+
+    In CUDA terms this is one generated `__global__` kernel with a
+    grid-stride loop: each input element is read once and each result
+    written once, instead of a round trip through memory per op.
+
+    ```mlir
+    %sum = qlora.fused_elementwise (%a, %b, %c) : (tensor<8x64xbf16>, tensor<8x64xbf16>, tensor<8x64xbf16>) -> tensor<8x64xbf16> {
+    ^bb0(%x: f32, %y: f32, %z: f32):
+      %s = arith.addf %x, %y : f32
+      %t = arith.addf %s, %z : f32
+      qlora.yield %t : f32
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<QLoRA_FloatTensor>:$inputs);
+  let results = (outs Variadic<QLoRA_FloatTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    `(` $inputs `)` attr-dict `:` functional-type($inputs, $results) $body
+  }];
+  let hasVerifier = 1;
+}
+
+def QLoRA_YieldOp : QLoRA_Op<"yield",
+    [Pure, Terminator, HasParent<"FusedElementwiseOp">]> {
+  let summary = "the elements a qlora.fused_elementwise body produces";
+  let description = [{
+    Ends the body of a `qlora.fused_elementwise` with one f32 value per
+    result.
+
+    ```mlir
+    qlora.yield %t : f32
+    ```
+  }];
+  let arguments = (ins Variadic<F32>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+  let builders = [OpBuilder<(ins), [{ /* an empty yield */ }]>];
+}
+
 //===----------------------------------------------------------------------===//
 // Gradients
 //===----------------------------------------------------------------------===//

@@ -146,6 +146,41 @@ def FuseDequantMatmulPass : Pass<"qlora-fuse-dequant-matmul"> {
   ];
 }
 
+def FuseElementwisePass : Pass<"qlora-fuse-elementwise", "::mlir::ModuleOp"> {
+  let summary = "group chains of elementwise ops into one generated kernel each";
+  let description = [{
+    Grows a region backwards from each `qlora.add` or `qlora.mul` through
+    the elementwise ops that produce its operands, as long as a producer's
+    result is used only inside the region and has the region's shape, and
+    replaces the region by one `qlora.fused_elementwise` whose body computes
+    it per element in f32. A region of one op stays as it is (the runtime's
+    kernel for it is as good). Inputs that are 0-d broadcast. A region takes
+    at most `max-inputs` inputs (kernel arguments). The cuda lowering emits
+    one `__global__` kernel per region from its body.
+
+    Before:
+    ```mlir
+    %s = qlora.add %a, %b : tensor<8x64xbf16>
+    %t = qlora.add %s, %c : tensor<8x64xbf16>
+    ```
+    After:
+    ```mlir
+    %t = qlora.fused_elementwise (%a, %b, %c) : (tensor<8x64xbf16>, tensor<8x64xbf16>, tensor<8x64xbf16>) -> tensor<8x64xbf16> {
+    ^bb0(%x: f32, %y: f32, %z: f32):
+      %0 = arith.addf %x, %y : f32
+      %1 = arith.addf %0, %z : f32
+      qlora.yield %1 : f32
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect",
+                           "::mlir::arith::ArithDialect"];
+  let options = [
+    Option<"maxInputs", "max-inputs", "int64_t", /*default=*/"16",
+           "The most inputs (kernel arguments) a region takes">,
+  ];
+}
+
 def FuseLoRAPass : Pass<"qlora-fuse-lora"> {
   let summary = "fuse a base projection with its LoRA branch";
   let description = [{

@@ -57,6 +57,9 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
     pm.addPass(createAssignComputeTypePass());
   if (options.buildTrainStep)
     pm.addPass(createSaveForBackwardPass({options.target}));
+  // Chains of elementwise work become generated kernels (cuda).
+  if (options.buildTrainStep && options.target == "cuda")
+    pm.addPass(createFuseElementwisePass());
   if (options.planMemory) {
     PlanMemoryPassOptions plan;
     plan.target = options.target;

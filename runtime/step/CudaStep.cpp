@@ -104,6 +104,12 @@ int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
   return 1;
 }
 
+void finishLaunch(StepContext *c, const char *kernel) {
+  check(c,
+        cuda::cudaStatus(cudaGetLastError(), kernel, __FILE__, __LINE__),
+        kernel);
+}
+
 // --- Elementwise and data movement -------------------------------------------
 
 void fillF32(StepContext *c, int64_t out, int64_t n, float value) {

@@ -19,6 +19,9 @@
 #pragma once
 
 #include "runtime/step/StepAbi.h"
+#ifdef __CUDACC__
+#include "runtime/step/GeneratedKernels.cuh"
+#endif
 
 #include <cstdint>
 #include <string>
@@ -65,6 +68,30 @@ struct NF4Parts {
 /// Runs `body` on the host's context and reports its error, for the
 /// exported C symbols.
 int runEntry(QLoRAStepContext *host, void (*body)(StepContext *));
+
+/// After a launch of `kernel`: records a launch error, or the kernel's end
+/// for the profiler.
+void finishLaunch(StepContext *c, const char *kernel);
+
+#ifdef __CUDACC__
+/// Launches a kernel generated from a qlora.fused_elementwise over n
+/// elements, its pointer arguments at `offsets` in the arena (the step's
+/// generated code passes them as constants, like every call).
+template <typename... Params, typename... Offsets>
+void launchElementwise(StepContext *c, void (*kernel)(int64_t, Params...),
+                       const char *name, int64_t n, Offsets... offsets) {
+  static_assert(sizeof...(Params) == sizeof...(Offsets),
+                "one arena offset per kernel argument");
+  if (c->failed() || n <= 0)
+    return;
+  constexpr int64_t kThreads = 256, kMaxBlocks = 8192;
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  kernel<<<unsigned(blocks < kMaxBlocks ? blocks : kMaxBlocks), kThreads, 0,
+           static_cast<cudaStream_t>(c->stream)>>>(
+      n, reinterpret_cast<Params>(c->arena + offsets)...);
+  finishLaunch(c, name);
+}
+#endif
 
 /// Per-kernel device times of steps run without CUDA graphs (qlora-bench
 /// step --profile): every function above records an event after what it

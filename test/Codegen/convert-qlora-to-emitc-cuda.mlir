@@ -47,3 +47,40 @@ module {
     return
   }
 }
+
+// -----
+
+// Tests that a fused region becomes one generated __global__ kernel (a
+// grid-stride loop: loads widened to f32, the body's arithmetic, one
+// rounded store per result) and a launch of it over the elements with the
+// arena offsets of its inputs and result.
+// CHECK-LABEL: module attributes
+// CHECK-SAME: {entry = "train_step", kernel = "launchElementwise", op = "qlora.fused_elementwise", variant = "qlora_fused_0"}
+// CHECK: emitc.func @qlora_fused_0(%[[N:.*]]: i64, %[[A:.*]]: !emitc.ptr<!emitc.opaque<"const uint16_t">>, %[[S:.*]]: !emitc.ptr<!emitc.opaque<"const float">>, %[[OUT:.*]]: !emitc.ptr<!emitc.opaque<"uint16_t">>)
+// CHECK-SAME: specifiers = ["static", "__global__"]
+// CHECK: for %[[I:.*]] = %{{.*}} to %[[N]] step %{{.*}} : i64 {
+// CHECK: %[[X:.*]] = call_opaque "qlora::gen::load"(%[[A]], %[[I]])
+// CHECK: %[[C:.*]] = call_opaque "qlora::gen::loadScalar"(%[[S]])
+// CHECK: %[[P:.*]] = mul %[[X]], %[[C]] : (f32, f32) -> f32
+// CHECK: %[[Q:.*]] = add %[[P]], %[[X]] : (f32, f32) -> f32
+// CHECK: call_opaque "qlora::gen::store"(%[[OUT]], %[[I]], %[[Q]])
+// CHECK: emitc.func @qlora_train_step_impl
+// CHECK: call_opaque "qlora::cuda_step::launchElementwise"(%{{.*}}) {args = [0 : index, #emitc.opaque<"qlora_fused_0">, #emitc.opaque<"\22qlora_fused_0\22">, 512, {{[0-9]+}}, {{[0-9]+}}, {{[0-9]+}}]}
+// expected-remark @below {{arena}}
+module {
+  func.func @train_step() {
+    %x = qlora.input "x" : tensor<8x64xbf16>
+    %s = qlora.input "s" : tensor<f32>
+    %y = qlora.fused_elementwise (%x, %s) : (tensor<8x64xbf16>, tensor<f32>) -> tensor<8x64xbf16> {
+    ^bb0(%a: f32, %c: f32):
+      %p = arith.mulf %a, %c : f32
+      %q = arith.addf %p, %a : f32
+      qlora.yield %q : f32
+    }
+    qlora.assign "y", %y : tensor<8x64xbf16>
+    return
+  }
+  func.func @apply_gradients() {
+    return
+  }
+}

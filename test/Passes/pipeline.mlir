@@ -2,6 +2,7 @@
 // RUN: qlora-opt %s --qlora-pipeline="target-modules=all-linear r=4 lora-alpha=16 lora-dropout=0.05 double-quant=false max-grad-norm=1.0 weight-decay=0.01" | FileCheck %s --check-prefix=ALL
 // RUN: qlora-opt %s --qlora-inject-lora="target-modules=q_proj,v_proj lora-alpha=8" --qlora-quantize-weights --qlora-fuse-dequant-matmul --qlora-fuse-lora --qlora-build-train-step="max-grad-norm=0" | FileCheck %s
 // RUN: qlora-opt %s --qlora-pipeline="build-train-step=false fuse-lora=false" | FileCheck %s --check-prefix=NOTRAIN
+// RUN: qlora-opt %s --qlora-pipeline="target=cuda" | FileCheck %s --check-prefix=CUDA
 
 // Tests that the whole pipeline turns a one-layer toy Llama forward graph, as
 // the importer emits it (fp32 activations, bf16 weights), into PEFT's default
@@ -89,3 +90,15 @@ func.func @forward() -> tensor<f32> {
   %loss = qlora.cross_entropy %logits, %labels {ignore_index = -100 : i64} : (tensor<2x8x128xf32>, tensor<2x8xi32>) -> tensor<f32>
   return %loss : tensor<f32>
 }
+//
+// Tests that for cuda the step computes in bf16, its backward kernels read
+// the forward's saved statistics, and chains of elementwise work (the input
+// gradients that several branches add up; the squared norms of the
+// gradients) become fused regions.
+// CUDA-LABEL: func.func @train_step
+// CUDA: qlora.embedding {{.*}} -> tensor<2x8x64xbf16>
+// CUDA: qlora.rms_norm_grad {{.*}} saved(
+// CUDA: qlora.fused_elementwise({{.*}}) : (tensor<2x8x64xbf16>, tensor<2x8x64xbf16>, tensor<2x8x64xbf16>, tensor<2x8x64xbf16>) -> tensor<2x8x64xbf16>
+// CUDA: qlora.attention_grad {{.*}} saved(
+// CUDA-LABEL: func.func @apply_gradients
+// CUDA: qlora.fused_elementwise({{.*}}) : (tensor<f32>,
