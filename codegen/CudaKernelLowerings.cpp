@@ -99,15 +99,6 @@ SmallVector<int64_t> projectionWorkspaces(Value input, Value weight,
   return {};
 }
 
-FailureOr<int64_t> dropoutStream(Operation *op,
-                                 std::optional<uint64_t> stream) {
-  if (!stream)
-    return op->emitError() << "a LoRA branch with dropout needs a "
-                              "dropout_stream (qlora-build-train-step "
-                              "assigns them)";
-  return int64_t(*stream);
-}
-
 struct BranchShape {
   int64_t M, N, K, r;
 };
@@ -158,25 +149,6 @@ LogicalResult lowerBranch(Operation *op, Value input, Value a, Value b,
       .i64(*planned).slot(::qlora::slot::kDropoutSeed).i64(accumulate)
       .workspace(firstWorkspace + 1).workspace(firstWorkspace)
       .buffer(result).emit();
-}
-
-LogicalResult lowerRope(Operation *op, StringRef kernel, Value input,
-                        int64_t headDim, float theta,
-                        LoweringContext &context) {
-  ArrayRef<int64_t> shape = shapeOf(input);
-  if (shape.size() != 3)
-    return op->emitError() << "expects a [batch, seq, heads * head_dim] "
-                              "operand";
-  return Call(context, op, kernel)
-      .buffer(input).i64(shape[0]).i64(shape[1]).i64(shape[2] / headDim)
-      .i64(headDim).f32(theta).buffer(op->getResult(0)).emit();
-}
-
-FailureOr<std::pair<int64_t, int64_t>> lossRows(Operation *op, Value logits) {
-  ArrayRef<int64_t> shape = shapeOf(logits);
-  if (shape.size() != 3)
-    return op->emitError() << "expects [batch, seq, vocab] logits";
-  return std::make_pair(shape[0], shape[1]);
 }
 
 SmallVector<int64_t> lossWorkspaces(Value labels) {
@@ -275,40 +247,6 @@ void populateCudaKernelLowerings(KernelLoweringSet &set) {
             .buffer(grad.getDy()).buffer(grad.getRstd())
             .i64(numElements(grad) / hidden).i64(hidden).buffer(grad).emit();
       });
-  set.add<RopeOp>([](RopeOp rope, LoweringContext &context) {
-    return lowerRope(rope, "rope", rope.getInput(), rope.getHeadDim(),
-                     rope.getTheta().convertToFloat(), context);
-  });
-  set.add<RopeGradOp>([](RopeGradOp rope, LoweringContext &context) {
-    return lowerRope(rope, "ropeGrad", rope.getDy(), rope.getHeadDim(),
-                     rope.getTheta().convertToFloat(), context);
-  });
-  set.add<AttentionOp>(
-      [](AttentionOp attention, LoweringContext &context) -> LogicalResult {
-        ArrayRef<int64_t> q = shapeOf(attention.getQ());
-        if (q.size() != 3)
-          return attention.emitError() << "expects [batch, seq, heads * "
-                                          "head_dim] operands";
-        Call call(context, attention, "attention");
-        call.buffer(attention.getQ()).buffer(attention.getK())
-            .buffer(attention.getV()).i64(q[0]).i64(q[1])
-            .i64(attention.getNumHeads()).i64(attention.getNumKvHeads())
-            .i64(attention.getHeadDim())
-            .f32(attention.getScale().convertToFloat())
-            .buffer(attention.getResult());
-        if (Value lse = attention.getLse())
-          call.buffer(lse);
-        else
-          call.workspace(0);
-        return call.emit();
-      },
-      [](AttentionOp attention, const TargetDescription &) {
-        SmallVector<int64_t> bytes;
-        if (!attention.getLse())
-          bytes.push_back(4 * numElements(attention.getQ()) /
-                          attention.getHeadDim());
-        return bytes;
-      });
   set.add<AttentionGradOp>(
       [](AttentionGradOp grad, LoweringContext &context) -> LogicalResult {
         ArrayRef<int64_t> q = shapeOf(grad.getQ());
@@ -337,17 +275,6 @@ void populateCudaKernelLowerings(KernelLoweringSet &set) {
                 q[0], q[1], grad.getNumHeads(), grad.getNumKvHeads(),
                 grad.getHeadDim()))};
       });
-  set.add<SwigluOp>([](SwigluOp swiglu, LoweringContext &context) {
-    return Call(context, swiglu, "swiglu")
-        .buffer(swiglu.getGate()).buffer(swiglu.getUp())
-        .i64(numElements(swiglu)).buffer(swiglu).emit();
-  });
-  set.add<SwigluGradOp>([](SwigluGradOp grad, LoweringContext &context) {
-    return Call(context, grad, "swigluGrad")
-        .buffer(grad.getGate()).buffer(grad.getUp()).buffer(grad.getDout())
-        .i64(numElements(grad.getGate())).buffer(grad.getDgate())
-        .buffer(grad.getDup()).emit();
-  });
   set.add<LinearOp>(
       [](LinearOp linear, LoweringContext &context) {
         return lowerProjection(linear, linear.getInput(), linear.getWeight(),

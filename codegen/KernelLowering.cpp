@@ -24,6 +24,22 @@ int64_t numElements(Value value) {
   return n;
 }
 
+FailureOr<int64_t> dropoutStream(Operation *op,
+                                 std::optional<uint64_t> stream) {
+  if (!stream)
+    return op->emitError() << "a LoRA branch with dropout needs a "
+                              "dropout_stream (qlora-build-train-step "
+                              "assigns them)";
+  return int64_t(*stream);
+}
+
+FailureOr<std::pair<int64_t, int64_t>> lossRows(Operation *op, Value logits) {
+  ArrayRef<int64_t> shape = shapeOf(logits);
+  if (shape.size() != 3)
+    return op->emitError() << "expects [batch, seq, vocab] logits";
+  return std::make_pair(shape[0], shape[1]);
+}
+
 static const char *kindName(KernelArgKind kind) {
   switch (kind) {
   case KernelArgKind::Buffer:
@@ -228,9 +244,93 @@ void populateSlotLowerings(KernelLoweringSet &set) {
   });
 }
 
+namespace {
+
+LogicalResult lowerRope(Operation *op, StringRef kernel, Value input,
+                        int64_t headDim, float theta,
+                        LoweringContext &context) {
+  ArrayRef<int64_t> shape = shapeOf(input);
+  if (shape.size() != 3)
+    return op->emitError() << "expects a [batch, seq, heads * head_dim] "
+                              "operand";
+  return KernelCallBuilder(context, op, kernel)
+      .buffer(input)
+      .i64(shape[0])
+      .i64(shape[1])
+      .i64(shape[2] / headDim)
+      .i64(headDim)
+      .f32(theta)
+      .buffer(op->getResult(0))
+      .emit();
+}
+
+} // namespace
+
+void populateSharedKernelLowerings(KernelLoweringSet &set) {
+  set.add<RopeOp>([](RopeOp rope, LoweringContext &context) {
+    return lowerRope(rope, "rope", rope.getInput(), rope.getHeadDim(),
+                     rope.getTheta().convertToFloat(), context);
+  });
+  set.add<RopeGradOp>([](RopeGradOp rope, LoweringContext &context) {
+    return lowerRope(rope, "ropeGrad", rope.getDy(), rope.getHeadDim(),
+                     rope.getTheta().convertToFloat(), context);
+  });
+  // Without a saved lse (no qlora-save-for-backward), the forward writes it
+  // to a workspace.
+  set.add<AttentionOp>(
+      [](AttentionOp attention, LoweringContext &context) -> LogicalResult {
+        ArrayRef<int64_t> q = shapeOf(attention.getQ());
+        if (q.size() != 3)
+          return attention.emitError() << "expects [batch, seq, heads * "
+                                          "head_dim] operands";
+        KernelCallBuilder call(context, attention, "attention");
+        call.buffer(attention.getQ())
+            .buffer(attention.getK())
+            .buffer(attention.getV())
+            .i64(q[0])
+            .i64(q[1])
+            .i64(attention.getNumHeads())
+            .i64(attention.getNumKvHeads())
+            .i64(attention.getHeadDim())
+            .f32(attention.getScale().convertToFloat())
+            .buffer(attention.getResult());
+        if (Value lse = attention.getLse())
+          call.buffer(lse);
+        else
+          call.workspace(0);
+        return call.emit();
+      },
+      [](AttentionOp attention, const TargetDescription &) {
+        SmallVector<int64_t> bytes;
+        if (!attention.getLse())
+          bytes.push_back(4 * numElements(attention.getQ()) /
+                          attention.getHeadDim());
+        return bytes;
+      });
+  set.add<SwigluOp>([](SwigluOp swiglu, LoweringContext &context) {
+    return KernelCallBuilder(context, swiglu, "swiglu")
+        .buffer(swiglu.getGate())
+        .buffer(swiglu.getUp())
+        .i64(numElements(swiglu))
+        .buffer(swiglu)
+        .emit();
+  });
+  set.add<SwigluGradOp>([](SwigluGradOp grad, LoweringContext &context) {
+    return KernelCallBuilder(context, grad, "swigluGrad")
+        .buffer(grad.getGate())
+        .buffer(grad.getUp())
+        .buffer(grad.getDout())
+        .i64(numElements(grad.getGate()))
+        .buffer(grad.getDgate())
+        .buffer(grad.getDup())
+        .emit();
+  });
+}
+
 KernelLoweringSet kernelLowerings(const TargetDescription &target) {
   KernelLoweringSet set;
   populateSlotLowerings(set);
+  populateSharedKernelLowerings(set);
   if (target.kind() == TargetKind::Cuda)
     populateCudaKernelLowerings(set);
   else

@@ -123,8 +123,11 @@ private:
   llvm::DenseMap<TypeID, Entry> entries_;
 };
 
-/// The patterns both targets share: slot reads, writes and the loss.
+/// The patterns both targets share: slot reads, writes and the loss; and
+/// the ops whose kernels take the same arguments in both tables (RoPE,
+/// attention's forward, SwiGLU).
 void populateSlotLowerings(KernelLoweringSet &set);
+void populateSharedKernelLowerings(KernelLoweringSet &set);
 void populateCpuKernelLowerings(KernelLoweringSet &set);
 void populateCudaKernelLowerings(KernelLoweringSet &set);
 
@@ -134,6 +137,10 @@ KernelLoweringSet kernelLowerings(const TargetDescription &target);
 /// Helpers the patterns share.
 ArrayRef<int64_t> shapeOf(Value value);
 int64_t numElements(Value value);
+/// The dropout stream of a branch with dropout; diagnoses a missing one.
+FailureOr<int64_t> dropoutStream(Operation *op, std::optional<uint64_t> stream);
+/// [batch, seq] of a loss's logits; diagnoses logits of another rank.
+FailureOr<std::pair<int64_t, int64_t>> lossRows(Operation *op, Value logits);
 
 } // namespace mlir::qlora
 

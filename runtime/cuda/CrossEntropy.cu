@@ -6,7 +6,8 @@
 //  2. one block per row reads the row for an online max / sum of exp (the
 //     lse), then writes dlogits = (softmax - onehot) * dloss / count, and
 //     the row's loss;
-//  3. one block averages the row losses in a fixed order (fp64).
+//  3. one block averages the row losses in a fixed order (fp64;
+//     LossKernels.cuh).
 // When a row fits in shared memory (vocab 32000: 125 KiB), the first pass
 // keeps it there and the logits are read once; otherwise the second pass
 // reads them again. Nothing else of vocabulary size is materialized. Row
@@ -16,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/LossKernels.cuh"
 #include "runtime/cuda/TrainingKernels.h"
 
 #include <climits>
@@ -33,7 +35,6 @@ constexpr int kCountThreads = 1024;
 constexpr int kRowThreads = 256;
 constexpr int kCachedRowThreads = 1024;
 constexpr int kCachedLoadsInFlight = 4;
-constexpr int kLossThreads = 1024;
 
 //===----------------------------------------------------------------------===//
 // Label count and check
@@ -88,41 +89,9 @@ __global__ void __launch_bounds__(kCountThreads)
 // The fused row kernel
 //===----------------------------------------------------------------------===//
 
-/// Adds x to a running (max m, sum s of exp(. - m)). -inf terms add nothing
-/// (and must not form -inf - -inf); NaN propagates into s.
-__device__ __forceinline__ void onlineAdd(float x, float &m, float &s) {
-  if (x > m) {
-    s = s * expf(m - x) + 1.0f;
-    m = x;
-  } else if (x != -INFINITY) {
-    s += expf(x - m);
-  }
-}
-
-/// The same for 4 values: one rescale per vector instead of per element.
-__device__ __forceinline__ void onlineAdd4(float4 v, float &m, float &s) {
-  float top = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
-  if (top > m) {
-    s *= expf(m - top);
-    m = top;
-  }
-  if (m != -INFINITY)
-    s += (expf(v.x - m) + expf(v.y - m)) + (expf(v.z - m) + expf(v.w - m));
-  else if (v.x != v.x || v.y != v.y || v.z != v.z || v.w != v.w)
-    s = NAN; // fmaxf dropped a NaN of an otherwise -inf vector
-}
-
-/// Merges (m2, s2) into (m, s).
-__device__ __forceinline__ void combine(float &m, float &s, float m2,
-                                        float s2) {
-  float top = fmaxf(m, m2);
-  if (top == -INFINITY) {
-    s = s + s2;
-    return;
-  }
-  s = s * expf(m - top) + s2 * expf(m2 - top);
-  m = top;
-}
+using detail::combine;
+using detail::onlineAdd;
+using detail::onlineAdd4;
 
 /// No __restrict__ on logits / dlogits: they may alias. Every read of the
 /// row (pass 1 and the label's logit) precedes the reduction's barriers, and
@@ -267,34 +236,6 @@ __global__ void __launch_bounds__(kThreads)
     out[j] = grad(scalar(j), j);
 }
 
-//===----------------------------------------------------------------------===//
-// The mean loss
-//===----------------------------------------------------------------------===//
-
-__global__ void __launch_bounds__(kLossThreads)
-    meanLossKernel(const float *__restrict__ rowLoss, int64_t rows,
-                   const int32_t *__restrict__ status,
-                   float *__restrict__ loss) {
-  __shared__ double partial[kLossThreads];
-  double sum = 0.0;
-  for (int64_t r = threadIdx.x; r < rows; r += kLossThreads)
-    sum += double(rowLoss[r]);
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  // A fixed tree: the same sum on every run.
-  for (int width = kLossThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width)
-      partial[threadIdx.x] += partial[threadIdx.x + width];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    int count = status[0];
-    // torch's mean over nothing is NaN; a step with no target tokens
-    // contributes nothing instead, as on the CPU.
-    *loss = count > 0 ? float(partial[0] / double(count)) : 0.0f;
-  }
-}
-
 size_t rowCacheBytes(int64_t vocab) { return size_t(vocab) * sizeof(float); }
 
 /// The dynamic shared memory the cached row kernel may use on the current
@@ -356,7 +297,8 @@ Status crossEntropyAsync(const float *logits, const int32_t *labels,
               dlogits, rowLoss);
     QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
-  meanLossKernel<<<1, kLossThreads, 0, stream>>>(rowLoss, rows, status, loss);
+  detail::meanLossKernel<<<1, detail::kMeanLossThreads, 0, stream>>>(
+      rowLoss, rows, status, loss);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }

@@ -10,6 +10,7 @@
 
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/LossKernels.cuh"
 #include "runtime/cuda/Workspaces.h"
 #include "runtime/step/Dropout.h"
 #include "runtime/step/StepStatus.h"
@@ -194,26 +195,8 @@ __global__ void __launch_bounds__(kLabelThreads)
   }
 }
 
-/// Adds x to a running (max m, sum s of exp(. - m)).
-__device__ __forceinline__ void onlineAdd(float x, float &m, float &s) {
-  if (x > m) {
-    s = s * expf(m - x) + 1.0f;
-    m = x;
-  } else if (x != -INFINITY) {
-    s += expf(x - m);
-  }
-}
-
-__device__ __forceinline__ void combine(float &m, float &s, float m2,
-                                        float s2) {
-  float top = fmaxf(m, m2);
-  if (top == -INFINITY) {
-    s += s2;
-    return;
-  }
-  s = s * expf(m - top) + s2 * expf(m2 - top);
-  m = top;
-}
+using detail::combine;
+using detail::onlineAdd;
 
 /// One block per row: the row's lse and loss, and with `dlogits` its
 /// gradient. No __restrict__ on logits / dlogits: they may alias (each
@@ -277,29 +260,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-/// The mean of the row losses over the counted rows, in a fixed order.
-__global__ void __launch_bounds__(kLabelThreads)
-    meanLossKernel(const float *__restrict__ rowLoss, int64_t rows,
-                   const int32_t *__restrict__ count,
-                   float *__restrict__ loss) {
-  __shared__ double partial[kLabelThreads];
-  double sum = 0.0;
-  for (int64_t r = threadIdx.x; r < rows; r += kLabelThreads)
-    sum += double(rowLoss[r]);
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int width = kLabelThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width)
-      partial[threadIdx.x] += partial[threadIdx.x + width];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    int counted = *count;
-    // torch's mean over nothing is NaN; a batch with no target tokens
-    // contributes nothing instead, as on the cpu.
-    *loss = counted > 0 ? float(partial[0] / double(counted)) : 0.0f;
-  }
-}
 
 } // namespace
 
@@ -406,8 +366,8 @@ Status crossEntropyBf16(const uint16_t *logits, const int32_t *labels,
       logits, vocab, ignoreIndex, shifted, count, dloss, dlogits, rowLoss);
   QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (loss) {
-    meanLossKernel<<<1, kLabelThreads, 0, stream>>>(rowLoss, rows, count,
-                                                    loss);
+    detail::meanLossKernel<<<1, detail::kMeanLossThreads, 0, stream>>>(
+        rowLoss, rows, count, loss);
     QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   }
   return Status::ok();

@@ -57,33 +57,21 @@ struct NF4Parts {
 
 // The declarations of every kernel a step calls, from the table; the
 // definitions below must match them (checked at the end of this file).
-#define BUF(n) int64_t n
-#define I64(n) int64_t n
-#define F32(n) float n
-#define NF4(n) const NF4Parts &n
-#define QLORA_KERNEL(Name, ...) inline void Name(StepContext *c, __VA_ARGS__);
-#include "runtime/step/CpuKernels.def"
-#undef BUF
-#undef I64
-#undef F32
-#undef NF4
+#define QLORA_STEP_KERNEL_TABLE "runtime/step/CpuKernels.def"
+#define QLORA_STEP_KERNEL_SPECIFIER inline
+#include "runtime/step/DeclareStepKernels.inc"
 
 /// Runs `body` on the host's context and reports its error, for the
 /// exported C symbols.
 inline int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
-  if (!host || host->abi_version != QLORA_STEP_ABI_VERSION ||
-      host->struct_size != sizeof(QLoRAStepContext))
+  if (!step_abi::accepts(host))
     return 2;
   StepContext context;
   context.arena = host->arena;
   body(&context);
   if (!context.failed())
     return 0;
-  if (host->error && host->error_capacity > 0) {
-    size_t n = std::min(host->error_capacity - 1, context.error.size());
-    std::memcpy(host->error, context.error.data(), n);
-    host->error[n] = '\0';
-  }
+  step_abi::reportError(host, context.error);
   return 1;
 }
 
@@ -388,21 +376,9 @@ inline void clipCoefficient(StepContext *c, int64_t totalSquares,
   *c->f32(out) = std::min(1.0f, maxNorm / (norm + 1e-6f));
 }
 
-// Every definition has its table signature: `&Name` is ambiguous (an
-// error) if a definition added an overload instead.
-#define BUF(n) int64_t
-#define I64(n) int64_t
-#define F32(n) float
-#define NF4(n) const NF4Parts &
-#define QLORA_KERNEL(Name, ...)                                                \
-  static_assert(std::is_same_v<decltype(&Name),                                \
-                               void (*)(StepContext *, __VA_ARGS__)>,          \
-                #Name " differs from its CpuKernels.def signature");
-#include "runtime/step/CpuKernels.def"
-#undef BUF
-#undef I64
-#undef F32
-#undef NF4
+#include "runtime/step/CheckStepKernels.inc"
+#undef QLORA_STEP_KERNEL_TABLE
+#undef QLORA_STEP_KERNEL_SPECIFIER
 
 } // namespace qlora::step
 

@@ -76,8 +76,7 @@ cuda::NF4DeviceWeight weightOf(StepContext *c, const NF4Parts &w) {
 } // namespace
 
 int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
-  if (!host || host->abi_version != QLORA_STEP_ABI_VERSION ||
-      host->struct_size != sizeof(QLoRAStepContext))
+  if (!step_abi::accepts(host))
     return 2;
   StepContext context;
   context.arena = host->arena;
@@ -96,11 +95,7 @@ int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
     body(&context);
   if (!context.failed())
     return 0;
-  if (host->error && host->error_capacity > 0) {
-    size_t n = std::min(host->error_capacity - 1, context.error.size());
-    std::memcpy(host->error, context.error.data(), n);
-    host->error[n] = '\0';
-  }
+  step_abi::reportError(host, context.error);
   return 1;
 }
 
@@ -313,16 +308,19 @@ void nf4LinearGradInput(StepContext *c, int64_t dy, const NF4Parts &weight,
 
 // --- LoRA branches -----------------------------------------------------------------
 
-void nf4LoraLinear(StepContext *c, int64_t x, const NF4Parts &weight,
-                   int64_t a, int64_t b, int64_t M, int64_t r, float scale,
-                   int64_t scratch, int64_t xa, int64_t y) {
-  if (c->failed())
-    return;
+namespace {
+
+/// The base product with its branch in dequantize + cuBLAS's epilogue; the
+/// branch reads `input` (dropout(x)) when it is not the product's.
+void loraLinear(StepContext *c, int64_t x, const NF4Parts &weight, int64_t a,
+                int64_t b, int64_t M, int64_t r, float scale, int64_t input,
+                int64_t scratch, int64_t xa, int64_t y, const char *kernel) {
   cuda::LoraTerm lora;
   lora.a = bf16(c, a);
   lora.b = bf16(c, b);
   lora.rank = r;
   lora.scale = scale;
+  lora.input = input == x ? nullptr : bf16(c, input);
   lora.hidden = bf16(c, xa);
   cuda::GemmEpilogue epilogue;
   epilogue.lora = &lora;
@@ -330,7 +328,17 @@ void nf4LoraLinear(StepContext *c, int64_t x, const NF4Parts &weight,
         cuda::nf4MatmulDequantGemm(blas(c), bf16(c, x), M, weightOf(c, weight),
                                    bf16(c, scratch), bf16(c, y), stream(c),
                                    epilogue),
-        "nf4LoraLinear");
+        kernel);
+}
+
+} // namespace
+
+void nf4LoraLinear(StepContext *c, int64_t x, const NF4Parts &weight,
+                   int64_t a, int64_t b, int64_t M, int64_t r, float scale,
+                   int64_t scratch, int64_t xa, int64_t y) {
+  if (!c->failed())
+    loraLinear(c, x, weight, a, b, M, r, scale, x, scratch, xa, y,
+               "nf4LoraLinear");
 }
 
 void nf4LoraLinearDropout(StepContext *c, int64_t x, const NF4Parts &weight,
@@ -344,22 +352,9 @@ void nf4LoraLinearDropout(StepContext *c, int64_t x, const NF4Parts &weight,
         cuda::dropoutBf16(bf16(c, x), M * weight.cols, p, i32(c, seed),
                           uint32_t(dropoutStream), bf16(c, dropped), stream(c)),
         "nf4LoraLinearDropout");
-  if (c->failed())
-    return;
-  cuda::LoraTerm lora;
-  lora.a = bf16(c, a);
-  lora.b = bf16(c, b);
-  lora.rank = r;
-  lora.scale = scale;
-  lora.input = bf16(c, dropped);
-  lora.hidden = bf16(c, xa);
-  cuda::GemmEpilogue epilogue;
-  epilogue.lora = &lora;
-  check(c,
-        cuda::nf4MatmulDequantGemm(blas(c), bf16(c, x), M, weightOf(c, weight),
-                                   bf16(c, scratch), bf16(c, y), stream(c),
-                                   epilogue),
-        "nf4LoraLinearDropout");
+  if (!c->failed())
+    loraLinear(c, x, weight, a, b, M, r, scale, dropped, scratch, xa, y,
+               "nf4LoraLinearDropout");
 }
 
 void lora(StepContext *c, int64_t x, int64_t a, int64_t b, int64_t M,
@@ -532,20 +527,6 @@ std::vector<StepProfiler::Total> StepProfiler::totals() const {
   return sorted;
 }
 
-// Every definition has its table signature: `&Name` is ambiguous (an
-// error) if a definition added an overload instead.
-#define BUF(n) int64_t
-#define I64(n) int64_t
-#define F32(n) float
-#define NF4(n) const NF4Parts &
-#define QLORA_KERNEL(Name, ...)                                                \
-  static_assert(std::is_same_v<decltype(&Name),                                \
-                               void (*)(StepContext *, __VA_ARGS__)>,          \
-                #Name " differs from its CudaKernels.def signature");
-#include "runtime/step/CudaKernels.def"
-#undef BUF
-#undef I64
-#undef F32
-#undef NF4
+#include "runtime/step/CheckStepKernels.inc"
 
 } // namespace qlora::cuda_step

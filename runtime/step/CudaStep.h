@@ -54,16 +54,9 @@ struct NF4Parts {
   int64_t rows, cols, blockSize, dqBlockSize;
 };
 
-#define BUF(n) int64_t n
-#define I64(n) int64_t n
-#define F32(n) float n
-#define NF4(n) const NF4Parts &n
-#define QLORA_KERNEL(Name, ...) void Name(StepContext *c, __VA_ARGS__);
-#include "runtime/step/CudaKernels.def"
-#undef BUF
-#undef I64
-#undef F32
-#undef NF4
+#define QLORA_STEP_KERNEL_TABLE "runtime/step/CudaKernels.def"
+#define QLORA_STEP_KERNEL_SPECIFIER
+#include "runtime/step/DeclareStepKernels.inc"
 
 /// Runs `body` on the host's context and reports its error, for the
 /// exported C symbols.

@@ -49,6 +49,29 @@ typedef int (*QLoRAStepEntryFn)(QLoRAStepContext *);
 #endif
 
 #ifdef __cplusplus
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace qlora::step_abi {
+
+/// Whether a host's context has this library's layout.
+inline bool accepts(const QLoRAStepContext *host) {
+  return host && host->abi_version == QLORA_STEP_ABI_VERSION &&
+         host->struct_size == sizeof(QLoRAStepContext);
+}
+
+/// Copies `message` into the host's error buffer (truncated to fit).
+inline void reportError(QLoRAStepContext *host, const std::string &message) {
+  if (!host->error || host->error_capacity == 0)
+    return;
+  size_t n = std::min(host->error_capacity - 1, message.size());
+  std::memcpy(host->error, message.data(), n);
+  host->error[n] = '\0';
+}
+
+} // namespace qlora::step_abi
+
 /* The ABI version and target a step library reports; generated code
    expands it once. */
 #define QLORA_STEP_LIBRARY_INFO(target)                                        \

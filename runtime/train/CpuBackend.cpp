@@ -38,11 +38,7 @@ public:
     return read(offset, out->data(), bytes);
   }
   Status call(const std::string &role) override {
-    QLoRAStepContext context = {};
-    context.abi_version = QLORA_STEP_ABI_VERSION;
-    context.struct_size = sizeof context;
-    context.arena = arena_;
-    context.arena_bytes = bytes_;
+    QLoRAStepContext context = stepContext(arena_, bytes_);
     return library_.call(role, context);
   }
   Status synchronize() override { return Status::ok(); }
@@ -72,10 +68,7 @@ public:
 
 private:
   Status check(uint64_t offset, size_t bytes) const {
-    if (offset + bytes > bytes_)
-      return makeError("arena access [{}, {}) outside its {} bytes", offset,
-                       offset + bytes, bytes_);
-    return Status::ok();
+    return checkArenaRange(offset, bytes, bytes_);
   }
 
   const StepLibrary &library_;

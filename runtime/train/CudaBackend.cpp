@@ -146,11 +146,7 @@ public:
     return Status::ok();
   }
   Status call(const std::string &role) override {
-    QLoRAStepContext context = {};
-    context.abi_version = QLORA_STEP_ABI_VERSION;
-    context.struct_size = sizeof context;
-    context.arena = arena_;
-    context.arena_bytes = bytes_;
+    QLoRAStepContext context = stepContext(arena_, bytes_);
     context.stream = stream_;
     context.blas = blas_;
     context.profiler = profiler_;
@@ -243,10 +239,7 @@ private:
   };
 
   Status check(uint64_t offset, size_t bytes) const {
-    if (offset + bytes > bytes_)
-      return makeError("arena access [{}, {}) outside its {} bytes", offset,
-                       offset + bytes, bytes_);
-    return Status::ok();
+    return checkArenaRange(offset, bytes, bytes_);
   }
   Status reserveStaging(size_t bytes) {
     if (bytes <= stagingCapacity_)

@@ -67,6 +67,26 @@ public:
                                 int64_t *result) = 0;
 };
 
+/// An error unless [offset, offset + bytes) lies in an arena of
+/// `arenaBytes`.
+inline Status checkArenaRange(uint64_t offset, size_t bytes,
+                              uint64_t arenaBytes) {
+  if (offset + bytes > arenaBytes)
+    return makeError("arena access [{}, {}) outside its {} bytes", offset,
+                     offset + bytes, arenaBytes);
+  return Status::ok();
+}
+
+/// The context of a call of a step's entry point on `arena`.
+inline QLoRAStepContext stepContext(uint8_t *arena, uint64_t arenaBytes) {
+  QLoRAStepContext context = {};
+  context.abi_version = QLORA_STEP_ABI_VERSION;
+  context.struct_size = sizeof context;
+  context.arena = arena;
+  context.arena_bytes = arenaBytes;
+  return context;
+}
+
 /// A cpu step's backend: the arena in host memory.
 Expected<std::unique_ptr<StepBackend>>
 openCpuBackend(const StepLibrary &library);

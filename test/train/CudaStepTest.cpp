@@ -20,8 +20,8 @@
 #include "runtime/Json.h"
 #include "runtime/TinyLlama.h"
 #include "runtime/train/Trainer.h"
-#include "test/runtime/OracleFiles.h"
 #include "test/runtime/TempDir.h"
+#include "test/train/OracleTraining.h"
 #include "tools/common/Process.h"
 
 #include <gtest/gtest.h>
@@ -34,16 +34,6 @@ namespace qlora {
 namespace {
 
 using testing::TempDir;
-
-double relativeL2(const std::vector<float> &ours,
-                  const std::vector<float> &theirs) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    diff += (double(ours[i]) - theirs[i]) * (double(ours[i]) - theirs[i]);
-    norm += double(theirs[i]) * theirs[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
 
 /// The options of each fixture step (tools/gpu-steps.sh compiles the same).
 struct StepFixture {
@@ -122,77 +112,30 @@ std::string *CudaStep::steps_ = nullptr;
 std::string *CudaStep::demoModel_ = nullptr;
 std::string *CudaStep::compileError_ = nullptr;
 
-Expected<std::unique_ptr<Trainer>> oracleTrainer(const std::string &step) {
-  TrainingArguments args;
-  args.model_name_or_path = testing::oraclePath("tiny-llama");
-  args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
-  args.learning_rate = 1e-3;
-  args.lr_scheduler_type = "constant";
-  args.max_steps = 8;
-  args.per_device_train_batch_size = 2;
-  args.max_grad_norm = 0.0;
-  Expected<TokenDataset> data = TokenDataset::open(
-      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
-  if (!data)
-    return data.error();
-  return Trainer::create(step, args, data.take());
-}
-
 TEST_F(CudaStep, MatchesTheOracleTrajectoryGradientsAndAdapter) {
   QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
   Expected<std::unique_ptr<Trainer>> trainer =
-      oracleTrainer(step("oracle-cuda"));
+      testing::oracleTrainer(step("oracle-cuda"));
   ASSERT_TRUE(trainer) << trainer.message();
   EXPECT_EQ((*trainer)->device(), "cuda");
-
-  Expected<AdapterWeights> grads =
-      readPeftAdapter(testing::oraclePath("tiny-llama-grads-step1.safetensors"));
-  ASSERT_TRUE(grads) << grads.message();
   int checked = 0;
   auto compareGradients = [&](const Trainer &t) {
-    for (const auto &[name, expected] : *grads) {
-      Expected<std::vector<float>> ours = t.readFloats("grad:" + name);
-      ASSERT_TRUE(ours) << ours.message();
-      EXPECT_LT(relativeL2(*ours, expected.values), 0.05) << name;
-      ++checked;
-    }
+    checked = testing::expectReferenceGradients(t);
   };
-  Expected<json::Value> trajectory =
-      readJsonFile(testing::oraclePath("tiny-llama-trajectory.json"));
-  ASSERT_TRUE(trajectory);
-  const json::Array &losses = trajectory->find("losses")->asArray();
+  std::vector<double> losses = testing::referenceLosses();
   ASSERT_EQ(losses.size(), 8u);
   for (size_t i = 0; i < losses.size(); ++i) {
     Expected<StepRecord> record =
         i == 0 ? (*trainer)->step(compareGradients) : (*trainer)->step();
     ASSERT_TRUE(record) << record.message();
-    double expected = losses[i].asDouble();
-    EXPECT_NEAR(record->loss, expected, 0.01 * expected) << "step " << i + 1;
+    EXPECT_NEAR(record->loss, losses[i], 0.01 * losses[i]) << "step " << i + 1;
     std::printf("step %zu: loss %.4f (reference %.4f), grad_norm %.4f\n", i + 1,
-                record->loss, expected, record->gradNorm);
+                record->loss, losses[i], record->gradNorm);
   }
   EXPECT_EQ(checked, 28);
-
-  Expected<AdapterWeights> initial =
-      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-init"));
-  Expected<AdapterWeights> final =
-      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-step8"));
   Expected<AdapterWeights> ours = (*trainer)->adapter();
-  ASSERT_TRUE(initial && final && ours);
-  ASSERT_EQ(ours->size(), final->size());
-  for (const auto &[name, reference] : *final) {
-    const std::vector<float> &mine = ours->at(name).values;
-    const std::vector<float> &start = initial->at(name).values;
-    double moved = 0.0, off = 0.0;
-    for (size_t i = 0; i < mine.size(); ++i) {
-      moved += (double(reference.values[i]) - start[i]) *
-               (double(reference.values[i]) - start[i]);
-      off += (double(mine[i]) - reference.values[i]) *
-             (double(mine[i]) - reference.values[i]);
-    }
-    EXPECT_LT(relativeL2(mine, reference.values), 0.01) << name;
-    EXPECT_LT(std::sqrt(off / moved), 0.1) << name;
-  }
+  ASSERT_TRUE(ours) << ours.message();
+  testing::expectReferenceAdapter(*ours);
 }
 
 /// 20 steps of the demo's training on the built-in text.

@@ -10,8 +10,8 @@
 // are sharp enough to catch wrong math.
 //
 //===----------------------------------------------------------------------===//
-#include "../runtime/OracleFiles.h"
 #include "../runtime/TempDir.h"
+#include "test/train/OracleTraining.h"
 #include "runtime/Checkpoint.h"
 #include "runtime/train/Trainer.h"
 #include "tools/common/Process.h"
@@ -26,16 +26,6 @@ namespace {
 
 using testing::TempDir;
 
-double relativeL2(const std::vector<float> &ours,
-                  const std::vector<float> &theirs) {
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    diff += (double(ours[i]) - theirs[i]) * (double(ours[i]) - theirs[i]);
-    norm += double(theirs[i]) * theirs[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
 /// Compiles the reference configuration into `dir`.
 Status compileStep(const std::string &dir, const std::string &loraAlpha) {
   return cli::runProcess(
@@ -49,32 +39,10 @@ Status compileStep(const std::string &dir, const std::string &loraAlpha) {
 
 Expected<std::unique_ptr<Trainer>>
 referenceTrainer(const std::string &step, int64_t accumulation = 1) {
-  TrainingArguments args;
-  args.gradient_accumulation_steps = accumulation;
-  args.model_name_or_path = testing::oraclePath("tiny-llama");
-  args.init_adapter = testing::oraclePath("tiny-llama-adapter-init");
-  args.learning_rate = 1e-3;
-  args.lr_scheduler_type = "constant";
-  args.max_steps = 8;
-  args.per_device_train_batch_size = 2;
-  args.max_grad_norm = 0.0;
-  Expected<TokenDataset> data = TokenDataset::open(
-      testing::oraclePath("tiny-llama-batch.safetensors"), 64, 1024);
-  if (!data)
-    return data.error();
-  return Trainer::create(step, args, data.take());
+  return testing::oracleTrainer(step, accumulation);
 }
 
-std::vector<double> referenceLosses() {
-  Expected<json::Value> trajectory =
-      readJsonFile(testing::oraclePath("tiny-llama-trajectory.json"));
-  std::vector<double> losses;
-  if (trajectory)
-    if (const json::Value *list = trajectory->find("losses"))
-      for (const json::Value &loss : list->asArray())
-        losses.push_back(loss.asDouble());
-  return losses;
-}
+std::vector<double> referenceLosses() { return testing::referenceLosses(); }
 
 TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
   QLORA_REQUIRE_ORACLE("tiny-llama-trajectory.json");
@@ -84,18 +52,9 @@ TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
       referenceTrainer(dir.file("step"));
   ASSERT_TRUE(trainer) << trainer.message();
 
-  Expected<AdapterWeights> grads =
-      readPeftAdapter(testing::oraclePath("tiny-llama-grads-step1.safetensors"));
-  ASSERT_TRUE(grads) << grads.message();
-  ASSERT_EQ(grads->size(), 28u);
   int checked = 0;
   auto compareGradients = [&](const Trainer &t) {
-    for (const auto &[name, expected] : *grads) {
-      Expected<std::vector<float>> ours = t.readFloats("grad:" + name);
-      ASSERT_TRUE(ours) << ours.message();
-      EXPECT_LT(relativeL2(*ours, expected.values), 0.05) << name;
-      ++checked;
-    }
+    checked = testing::expectReferenceGradients(t);
   };
 
   std::vector<double> expected = referenceLosses();
@@ -109,11 +68,6 @@ TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
   }
   EXPECT_EQ(checked, 28);
 
-  Expected<AdapterWeights> initial =
-      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-init"));
-  Expected<AdapterWeights> final =
-      readPeftAdapter(testing::oraclePath("tiny-llama-adapter-step8"));
-  ASSERT_TRUE(initial && final);
   // PEFT records the adapted module names, never "all-linear".
   EXPECT_EQ((*trainer)->loraSettings().target_modules,
             (std::vector<std::string>{"down_proj", "gate_proj", "k_proj",
@@ -121,23 +75,7 @@ TEST(TrainOracle, MatchesTheReferenceTrajectoryGradientsAndAdapter) {
                                       "v_proj"}));
   Expected<AdapterWeights> adapter = (*trainer)->adapter();
   ASSERT_TRUE(adapter) << adapter.message();
-  AdapterWeights &ours = *adapter;
-  ASSERT_EQ(ours.size(), final->size());
-  for (const auto &[name, reference] : *final) {
-    const std::vector<float> &mine = ours.at(name).values;
-    const std::vector<float> &start = initial->at(name).values;
-    // Close in absolute terms, and the 8-step update itself agrees: the
-    // difference is small next to how far the adapter moved.
-    double moved = 0.0, off = 0.0;
-    for (size_t i = 0; i < mine.size(); ++i) {
-      moved += (double(reference.values[i]) - start[i]) *
-               (double(reference.values[i]) - start[i]);
-      off += (double(mine[i]) - reference.values[i]) *
-             (double(mine[i]) - reference.values[i]);
-    }
-    EXPECT_LT(relativeL2(mine, reference.values), 0.01) << name;
-    EXPECT_LT(std::sqrt(off / moved), 0.1) << name;
-  }
+  testing::expectReferenceAdapter(*adapter);
 }
 
 TEST(TrainOracle, AWrongLoraScaleMissesTheTrajectory) {
