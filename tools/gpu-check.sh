@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # On a GPU host with CUDA but without LLVM (the device machine): builds the
 # runtime, the GPU tests and qlora-bench, runs the tests labelled `gpu`, then
-# the kernel benchmark. Usage: tools/gpu-check.sh [BUILD_DIR [BENCH_OPTION...]]
+# the kernel benchmark and the step benchmark. CudaStepTest trains steps
+# compiled elsewhere: tools/gpu-steps.sh fills gpu-steps/ (with the oracle
+# data they train against), which this script uses when it is there.
+# Usage: tools/gpu-check.sh [BUILD_DIR [BENCH_OPTION...]]
 # (for example `tools/gpu-check.sh build-gpu --l2_flush dirty`).
 # Environment: SANITIZE=1 also runs every GPU test binary under
-# compute-sanitizer's memcheck and racecheck; BENCH=0 skips the benchmark.
+# compute-sanitizer's memcheck and racecheck; BENCH=0 skips the benchmarks;
+# QLORA_GPU_STEPS and QLORA_ORACLE_DIR point elsewhere.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build-gpu}"
+if [[ -d "$root/gpu-steps" ]]; then
+  export QLORA_GPU_STEPS="${QLORA_GPU_STEPS:-$root/gpu-steps}"
+  export QLORA_ORACLE_DIR="${QLORA_ORACLE_DIR:-$root/gpu-steps/oracle}"
+fi
 cmake -G Ninja -S "$root" -B "$build" -DQLORA_ENABLE_COMPILER=OFF \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90a" >/dev/null
 cmake --build "$build" -j "$(nproc)"
@@ -23,4 +31,7 @@ if [[ "${SANITIZE:-0}" == 1 ]]; then
 fi
 if [[ "${BENCH:-1}" != 0 ]]; then
   "$build/bin/qlora-bench" kernels --repeats 20 "${@:2}"
+  for step in "${QLORA_GPU_STEPS:-$root/gpu-steps}"/bench-*; do
+    [[ -d "$step" ]] && "$build/bin/qlora-bench" step --step_dir "$step"
+  done
 fi
