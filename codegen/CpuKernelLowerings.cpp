@@ -101,6 +101,27 @@ SmallVector<int64_t> branchWorkspaces(Value input, Value a, float dropout) {
   return bytes;
 }
 
+/// The loss or its gradient (with `dloss`); workspace 0 holds the shifted
+/// labels.
+LogicalResult lowerLoss(Operation *op, StringRef kernel, Value logits,
+                        Value labels, Value dloss, int64_t ignoreIndex,
+                        LoweringContext &context) {
+  FailureOr<std::pair<int64_t, int64_t>> rows = lossRows(op, logits);
+  if (failed(rows))
+    return failure();
+  Call call(context, op, kernel);
+  call.buffer(logits).buffer(labels);
+  if (dloss)
+    call.buffer(dloss);
+  return call.i64(rows->first)
+      .i64(rows->second)
+      .i64(shapeOf(logits).back())
+      .i64(ignoreIndex)
+      .workspace(0)
+      .buffer(op->getResult(0))
+      .emit();
+}
+
 } // namespace
 
 void populateCpuKernelLowerings(KernelLoweringSet &set) {
@@ -284,42 +305,19 @@ void populateCpuKernelLowerings(KernelLoweringSet &set) {
                                 grad.getDropout().convertToFloat());
       });
   set.add<CrossEntropyOp>(
-      [](CrossEntropyOp loss, LoweringContext &context) -> LogicalResult {
-        FailureOr<std::pair<int64_t, int64_t>> rows =
-            lossRows(loss, loss.getLogits());
-        if (failed(rows))
-          return failure();
-        return Call(context, loss, "crossEntropy")
-            .buffer(loss.getLogits())
-            .buffer(loss.getLabels())
-            .i64(rows->first)
-            .i64(rows->second)
-            .i64(shapeOf(loss.getLogits()).back())
-            .i64(loss.getIgnoreIndex())
-            .workspace(0)
-            .buffer(loss)
-            .emit();
+      [](CrossEntropyOp loss, LoweringContext &context) {
+        return lowerLoss(loss, "crossEntropy", loss.getLogits(),
+                         loss.getLabels(), Value(), loss.getIgnoreIndex(),
+                         context);
       },
       [](CrossEntropyOp loss, const TargetDescription &) {
         return SmallVector<int64_t>{4 * numElements(loss.getLabels())};
       });
   set.add<CrossEntropyGradOp>(
-      [](CrossEntropyGradOp grad, LoweringContext &context) -> LogicalResult {
-        FailureOr<std::pair<int64_t, int64_t>> rows =
-            lossRows(grad, grad.getLogits());
-        if (failed(rows))
-          return failure();
-        return Call(context, grad, "crossEntropyGrad")
-            .buffer(grad.getLogits())
-            .buffer(grad.getLabels())
-            .buffer(grad.getDloss())
-            .i64(rows->first)
-            .i64(rows->second)
-            .i64(shapeOf(grad.getLogits()).back())
-            .i64(grad.getIgnoreIndex())
-            .workspace(0)
-            .buffer(grad)
-            .emit();
+      [](CrossEntropyGradOp grad, LoweringContext &context) {
+        return lowerLoss(grad, "crossEntropyGrad", grad.getLogits(),
+                         grad.getLabels(), grad.getDloss(),
+                         grad.getIgnoreIndex(), context);
       },
       [](CrossEntropyGradOp grad, const TargetDescription &) {
         return SmallVector<int64_t>{4 * numElements(grad.getLabels())};
