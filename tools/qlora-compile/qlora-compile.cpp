@@ -185,8 +185,9 @@ std::vector<std::string> includeFlags() {
 } // namespace
 
 int main(int argc, char **argv) {
+  // The product is the cuda step; a build without nvcc cannot make one.
   std::string model, configName, outputDir, cxx, nvcc = QLORA_NVCC,
-      target = "cuda";
+      target = nvcc.empty() ? "cpu" : "cuda";
   int64_t batchSize = 2, seqLen = 0;
   ::qlora::StepOptions stepOptions;
   bool quiet = false;
@@ -218,7 +219,8 @@ int main(int argc, char **argv) {
   ::qlora::cli::addStepOptionFlags(commandLine, stepOptions);
   commandLine.option("target", "NAME",
                      "the backend the step runs on: cuda (built here with "
-                     "nvcc, run on a GPU host) or cpu",
+                     "nvcc, run on a GPU host; the default where this build "
+                     "has nvcc) or cpu",
                      &target);
   commandLine.option("cxx", "PATH", "C++ compiler for a cpu step library "
                                     "(default: $CXX or c++)",
