@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/GridStride.h"
 #include "runtime/cuda/TrainingKernels.h"
 
 #include <cuda_bf16.h>
@@ -90,17 +91,13 @@ __global__ void __launch_bounds__(kThreads)
 /// The number of 8-element vectors to process as such: n / 8 when every
 /// pointer is 16-byte aligned, else 0 (all scalar).
 int64_t vectorCount(int64_t n, std::initializer_list<const void *> pointers) {
-  for (const void *p : pointers)
-    if ((reinterpret_cast<uintptr_t>(p) & 15u) != 0)
-      return 0;
-  return n / 8;
+  return detail::aligned16(pointers) ? n / 8 : 0;
 }
 
 /// Enough blocks to give every thread one vector (or one element), capped:
 /// the kernels stride over the rest.
-int64_t blocksFor(int64_t n, int64_t vectors) {
-  int64_t items = vectors > 0 ? vectors : n;
-  return std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 1 << 16);
+unsigned blocksFor(int64_t n, int64_t vectors) {
+  return detail::gridStrideBlocks(vectors > 0 ? vectors : n, kThreads);
 }
 
 } // namespace

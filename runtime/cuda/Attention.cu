@@ -40,6 +40,7 @@
 #include "runtime/cuda/AttentionKernels.h"
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/GridStride.h"
 
 #include <algorithm>
 #include <climits>
@@ -639,10 +640,6 @@ __global__ void __launch_bounds__(256)
 // Host side
 //===----------------------------------------------------------------------===//
 
-bool aligned16(const void *pointer) {
-  return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0;
-}
-
 /// The shape checks both entries share.
 Status checkShape(const char *name, int64_t batch, int64_t seq, int64_t heads,
                   int64_t kvHeads, int64_t headDim) {
@@ -667,7 +664,7 @@ Status checkShape(const char *name, int64_t batch, int64_t seq, int64_t heads,
 Status checkAligned(const char *name,
                     std::initializer_list<const void *> pointers) {
   for (const void *pointer : pointers)
-    if (!aligned16(pointer))
+    if (!detail::aligned16({pointer}))
       return makeError("{}: expects 16-byte aligned tensors, got {}", name,
                        pointer);
   return Status::ok();

@@ -8,8 +8,9 @@
 // on n. Memory-bound: float4 vectors where the pointers are 16-byte aligned.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
-#include <cuda_bf16.h>
+#include "runtime/cuda/GridStride.h"
 #include "runtime/cuda/TrainingKernels.h"
 
 #include <algorithm>
@@ -121,7 +122,7 @@ __global__ void __launch_bounds__(kThreads)
     m[i] = mi;
     v[i] = vi;
     if (compute)
-      compute[i] = __bfloat16_as_ushort(__float2bfloat16_rn(p));
+      compute[i] = detail::floatToBf16(p);
   }
 }
 
@@ -218,15 +219,10 @@ __global__ void __launch_bounds__(kThreads)
     x[i] *= s;
 }
 
-bool aligned16(std::initializer_list<const void *> pointers) {
-  for (const void *p : pointers)
-    if ((reinterpret_cast<uintptr_t>(p) & 15u) != 0)
-      return false;
-  return true;
-}
+using detail::aligned16;
 
-int64_t blocksFor(int64_t items) {
-  return std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 1 << 16);
+unsigned blocksFor(int64_t items) {
+  return detail::gridStrideBlocks(items, kThreads);
 }
 
 } // namespace

@@ -3,6 +3,7 @@
 
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/GridStride.h"
 #include "runtime/step/Dropout.h"
 
 #include <algorithm>
@@ -50,8 +51,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 unsigned blocksFor(int64_t items) {
-  return unsigned(
-      std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 1 << 16));
+  return detail::gridStrideBlocks(items, kThreads);
 }
 
 } // namespace

@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/GridStride.h"
 #include "runtime/cuda/TrainingKernels.h"
 
 #include <cuda_bf16.h>
@@ -138,8 +139,7 @@ void launch(bool inverse, const uint16_t *in, int64_t rows, int64_t seq,
             cudaStream_t stream) {
   int64_t groups = (heads + kHeadsPerThread - 1) / kHeadsPerThread;
   int64_t total = rows * groups * (headDim / 2 / V);
-  int64_t blocks =
-      std::clamp<int64_t>((total + kThreads - 1) / kThreads, 1, 1 << 16);
+  unsigned blocks = detail::gridStrideBlocks(total, kThreads);
   if (inverse)
     ropeKernel<V, true><<<blocks, kThreads, 0, stream>>>(
         in, rows, seq, heads, headDim, invFreq, out);

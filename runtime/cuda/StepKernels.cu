@@ -10,6 +10,7 @@
 
 #include "runtime/cuda/Bf16.cuh"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/GridStride.h"
 #include "runtime/cuda/LossKernels.cuh"
 #include "runtime/cuda/Workspaces.h"
 #include "runtime/step/Dropout.h"
@@ -29,16 +30,10 @@ using detail::unpack8;
 
 constexpr int kThreads = 256;
 
-bool aligned16(std::initializer_list<const void *> pointers) {
-  for (const void *p : pointers)
-    if ((reinterpret_cast<uintptr_t>(p) & 15u) != 0)
-      return false;
-  return true;
-}
+using detail::aligned16;
 
 unsigned blocksFor(int64_t items) {
-  return unsigned(
-      std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 1 << 16));
+  return detail::gridStrideBlocks(items, kThreads);
 }
 
 //===----------------------------------------------------------------------===//
