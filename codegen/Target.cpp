@@ -31,6 +31,14 @@ SmallVector<std::string> TargetDescription::architectures() const {
   return {};
 }
 
+double TargetDescription::peakFlopsPerSecond() const {
+  return kind_ == TargetKind::Cuda ? 760e12 : 100e9;
+}
+
+double TargetDescription::memoryBytesPerSecond() const {
+  return kind_ == TargetKind::Cuda ? 4.8e12 : 20e9;
+}
+
 SmallVector<TargetDescription::RequiredSlot>
 TargetDescription::requiredSlots(MLIRContext *context) const {
   if (kind_ != TargetKind::Cuda)

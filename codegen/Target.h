@@ -58,6 +58,12 @@ public:
   bool savesAttentionLse() const { return true; }
   bool savesRmsNormRstd() const { return kind_ == TargetKind::Cuda; }
 
+  /// The roofline the compiler ranks work with, in FLOP/s and bytes/s:
+  /// sustained dense bf16 tensor-core rate and HBM bandwidth of an H200 on
+  /// cuda; a two-core host on the cpu. Only ratios matter to the passes.
+  double peakFlopsPerSecond() const;
+  double memoryBytesPerSecond() const;
+
   /// A slot the target's runtime needs whatever the step computes.
   struct RequiredSlot {
     std::string name;

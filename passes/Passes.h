@@ -17,6 +17,12 @@
 
 namespace mlir::qlora {
 
+/// The module attribute qlora-rematerialize writes its plan to: budget,
+/// arena_before, arena_after, named_slots (bytes), kept and recomputed
+/// (saved values by op name), recomputed_flops and step_flops.
+inline constexpr llvm::StringLiteral kRematerializationAttr =
+    "qlora.rematerialization";
+
 #define GEN_PASS_DECL
 #include "passes/Passes.h.inc"
 
@@ -55,6 +61,9 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
                      llvm::cl::init(Default)};
 #define QLORA_PIPELINE_OPTION_List(Field, Default, Name, Help)                 \
   ListOption<std::string> Field{*this, Name, llvm::cl::desc(Help)};
+#define QLORA_PIPELINE_OPTION_Size(Field, Default, Name, Help)                 \
+  Option<std::string> Field{*this, Name, llvm::cl::desc(Help),                 \
+                            llvm::cl::init(#Default)};
 #define QLORA_STEP_OPTION(Field, Kind, Default, HfName, PipelineName, Help)    \
   QLORA_PIPELINE_OPTION_##Kind(Field, Default, PipelineName, Help)
 #include "runtime/train/StepOptions.def"
@@ -62,6 +71,7 @@ struct QLoRAPipelineOptions : public PassPipelineOptions<QLoRAPipelineOptions> {
 #undef QLORA_PIPELINE_OPTION_Double
 #undef QLORA_PIPELINE_OPTION_Bool
 #undef QLORA_PIPELINE_OPTION_List
+#undef QLORA_PIPELINE_OPTION_Size
 
   // Pipeline-only options.
   Option<int64_t> doubleQuantBlockSize{

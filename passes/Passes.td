@@ -352,4 +352,43 @@ def SaveForBackwardPass : Pass<"qlora-save-for-backward", "::mlir::ModuleOp"> {
   ];
 }
 
+def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
+  let summary = "recompute saved activations in the backward until the step "
+                "fits a memory budget";
+  let description = [{
+    Fits `@train_step` into `max-memory` bytes of device memory (accelerate's
+    spelling: `6.1GiB`, `48GB` or bytes; `0` leaves the step as it is), as
+    the arena plan of `qlora-plan-memory` measures it on `target`.
+
+    A value the forward computes and the backward reads is *saved*. The
+    pass ranks every saved value by what recomputing it costs per byte it
+    frees: its op and the unsaved forward values that op needs, on the
+    target's roofline (codegen/CostModel.h). Saved values of the same op,
+    result and cost (one per layer) form a group. Groups are tried cheapest
+    first: cheap elementwise results (RMSNorm and SwiGLU outputs) go first,
+    projections and attention later, a layer's input last. A group is kept
+    recomputed when the plan shrinks with it; the group that reaches the
+    budget is cut to the fewest members that do. Every plan is measured by
+    planning the rewritten step, never estimated.
+
+    The rewrite clones each recomputed value's op right before its first
+    backward reader, with its operands recomputed the same way or read
+    where they are kept, and marks the clones `qlora.recomputed`. Later
+    readers share the clone. Dropout masks are drawn from the op's
+    `dropout_stream`, so a recomputed branch sees the forward's mask.
+
+    The plan (what is kept, what is recomputed, the arena before and after
+    and the recomputed work) is a remark and the module attribute
+    `qlora.rematerialization`. A budget that no plan fits is an error that
+    names the named slots' size and the smallest plan found.
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+  let options = [
+    Option<"maxMemory", "max-memory", "std::string", "\"0\"",
+           "the budget: 6.1GiB, 48GB, bytes, or 0 for none">,
+    Option<"target", "target", "std::string", "\"cpu\"",
+           "the backend whose plan is measured: cpu or cuda">,
+  ];
+}
+
 #endif // QLORA_PASSES_TD

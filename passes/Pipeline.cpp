@@ -60,6 +60,13 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
   // Chains of elementwise work become generated kernels (cuda).
   if (options.buildTrainStep && options.target == "cuda")
     pm.addPass(createFuseElementwisePass());
+  // A memory budget recomputes activations until the plan fits it.
+  if (options.buildTrainStep && options.max_memory.getValue() != "0") {
+    RematerializePassOptions remat;
+    remat.maxMemory = options.max_memory;
+    remat.target = options.target;
+    pm.addPass(createRematerializePass(remat));
+  }
   if (options.planMemory) {
     PlanMemoryPassOptions plan;
     plan.target = options.target;
@@ -73,6 +80,9 @@ namespace {
 void copyOption(llvm::cl::opt<int64_t> &to, int64_t value) { to = value; }
 void copyOption(llvm::cl::opt<double> &to, double value) { to = value; }
 void copyOption(llvm::cl::opt<bool> &to, bool value) { to = value; }
+void copyOption(llvm::cl::opt<std::string> &to, ::qlora::ByteSize value) {
+  to = std::to_string(value.bytes);
+}
 void copyOption(mlir::detail::PassOptions::ListOption<std::string> &to,
                 const std::string &list) {
   std::vector<std::string> names = ::qlora::StepOptions::names(list);
@@ -92,7 +102,8 @@ void mlir::qlora::registerQLoRAPipeline() {
       "qlora-pipeline",
       "The qlora compilation pipeline: inject-lora, quantize-weights, "
       "fuse-dequant-matmul, fuse-lora, build-train-step, the target's "
-      "assign-compute-type and save-for-backward (and, when asked, "
+      "assign-compute-type, save-for-backward and fuse-elementwise, "
+      "rematerialize under a max-memory budget (and, when asked, "
       "plan-memory and convert-qlora-to-emitc)",
       buildQLoRAPipeline);
 }

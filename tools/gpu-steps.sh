@@ -38,10 +38,15 @@ step demo-cpu "$demo" cpu --per_device_train_batch_size=4 \
 step seed-cuda "$demo" cuda --per_device_train_batch_size=4 \
   --max_seq_length=128 --r=8 --lora_alpha=32 --lora_dropout=0.05 \
   --target_modules=q_proj,k_proj,v_proj,o_proj
+step seed-cuda-remat "$demo" cuda --per_device_train_batch_size=4 \
+  --max_seq_length=128 --r=8 --lora_alpha=32 --lora_dropout=0.05 \
+  --target_modules=q_proj,k_proj,v_proj,o_proj --max_memory=40MiB
 
 # With BENCH=1, also the steps qlora-bench step times (bare configs, random
 # weights on the GPU): the Llama-2-7B shape at 4 x 2048 with r 16 on every
-# linear layer, the seed configuration, and the Llama-3-8B shape.
+# linear layer (also under 20 GiB and 8 GiB budgets), the seed
+# configuration, the Llama-3-8B shape, and the Llama-2-70B shape at 1 x 2048
+# under 48 GiB.
 if [[ "${BENCH:-0}" == 1 ]]; then
   bench() { # name options...
     local name="$1"
@@ -55,4 +60,10 @@ if [[ "${BENCH:-0}" == 1 ]]; then
   bench llama2-7b-seed --config=llama2-7b --r=8 --lora_alpha=32 \
     --lora_dropout=0.05 --target_modules=q_proj,k_proj,v_proj,o_proj
   bench llama3-8b-r16 --config=llama3-8b --r=16 --lora_alpha=32
+  bench llama2-7b-r16-20gib --config=llama2-7b --r=16 --lora_alpha=32 \
+    --max_memory=20GiB
+  bench llama2-7b-r16-8gib --config=llama2-7b --r=16 --lora_alpha=32 \
+    --max_memory=8GiB
+  bench llama2-70b-48gib --config=llama2-70b --r=16 --lora_alpha=32 \
+    --per_device_train_batch_size=1 --max_memory=48GiB
 fi

@@ -11,10 +11,12 @@ std::string text(int64_t value) { return std::to_string(value); }
 std::string text(double value) { return fmt::format("{}", value); }
 std::string text(bool value) { return value ? "true" : "false"; }
 std::string text(const std::string &value) { return value; }
+std::string text(ByteSize value) { return std::to_string(value.bytes); }
 
 json::Value jsonOf(int64_t value) { return json::Value(value); }
 json::Value jsonOf(double value) { return json::Value(value); }
 json::Value jsonOf(bool value) { return json::Value(value); }
+json::Value jsonOf(ByteSize value) { return json::Value(value.bytes); }
 json::Value jsonOf(const std::string &list) {
   json::Value array = json::Value::array();
   for (const std::string &name : StepOptions::names(list))
@@ -41,6 +43,13 @@ Status read(const json::Value &value, const char *name, bool *out) {
     return makeError("option '{}' must be true or false, got {}", name,
                      json::kindName(value.kind()));
   *out = value.asBool();
+  return Status::ok();
+}
+Status read(const json::Value &value, const char *name, ByteSize *out) {
+  if (!value.isInt() || value.asInt() < 0)
+    return makeError("option '{}' must be a byte count >= 0, got {}", name,
+                     json::kindName(value.kind()));
+  *out = ByteSize(value.asInt());
   return Status::ok();
 }
 Status read(const json::Value &value, const char *name, std::string *out) {

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "runtime/ByteSize.h"
 #include "runtime/Error.h"
 #include "runtime/Json.h"
 
@@ -22,6 +23,7 @@ using StepOptionInt = int64_t;
 using StepOptionDouble = double;
 using StepOptionBool = bool;
 using StepOptionList = std::string; ///< comma-separated names
+using StepOptionSize = ByteSize;
 
 /// The defaults of StepOptions.def as constants, for the pass options of
 /// passes/Passes.td (whose defaults are C++ expressions).
@@ -30,6 +32,7 @@ using Int = int64_t;
 using Double = double;
 using Bool = bool;
 using List = const char *;
+using Size = ByteSize;
 #define QLORA_STEP_OPTION(Field, Kind, Default, HfName, PipelineName, Help)    \
   inline constexpr Kind Field = Default;
 #include "runtime/train/StepOptions.def"

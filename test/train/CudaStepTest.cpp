@@ -22,6 +22,7 @@
 #include "runtime/train/Trainer.h"
 #include "test/runtime/TempDir.h"
 #include "test/train/OracleTraining.h"
+#include "runtime/train/Manifest.h"
 #include "tools/common/Process.h"
 
 #include <gtest/gtest.h>
@@ -58,6 +59,12 @@ const std::vector<StepFixture> &fixtures() {
        {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
         "--lora_alpha=32", "--lora_dropout=0.05",
         "--target_modules=q_proj,k_proj,v_proj,o_proj"}},
+      // The seed configuration under a budget that recomputes activations,
+      // LoRA branches with dropout among them.
+      {"seed-cuda-remat", "demo", "cuda",
+       {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
+        "--lora_alpha=32", "--lora_dropout=0.05",
+        "--target_modules=q_proj,k_proj,v_proj,o_proj", "--max_memory=40MiB"}},
   };
   return all;
 }
@@ -186,6 +193,32 @@ TEST_F(CudaStep, TheSeedConfigurationTrainsWithDropout) {
     EXPECT_TRUE(std::isfinite(loss));
   EXPECT_LT(losses->back(), losses->front() - 0.5)
       << "first " << losses->front() << ", last " << losses->back();
+}
+
+TEST_F(CudaStep, RecomputingUnderABudgetTrainsAsTheFullStep) {
+  // Recomputation reruns the forward's kernels on the same inputs with the
+  // same dropout masks: the trajectory must not move beyond the kernels' own
+  // run-to-run rounding.
+  Expected<StepManifest> full =
+      StepManifest::read(step("seed-cuda") + "/manifest.json");
+  Expected<StepManifest> capped =
+      StepManifest::read(step("seed-cuda-remat") + "/manifest.json");
+  ASSERT_TRUE(full && capped);
+  EXPECT_LT(capped->arenaBytes, full->arenaBytes);
+  EXPECT_LE(capped->arenaBytes, uint64_t(40) << 20);
+  Expected<std::vector<double>> a = demoLosses(step("seed-cuda"), *demoModel_);
+  Expected<std::vector<double>> b =
+      demoLosses(step("seed-cuda-remat"), *demoModel_);
+  ASSERT_TRUE(a) << a.message();
+  ASSERT_TRUE(b) << b.message();
+  int identical = 0;
+  for (size_t i = 0; i < a->size(); ++i) {
+    EXPECT_NEAR((*b)[i], (*a)[i], 1e-4 * (*a)[i]) << "step " << i + 1;
+    identical += (*a)[i] == (*b)[i];
+  }
+  std::printf("%d of %zu losses bit-identical; last %.6f (full) and %.6f "
+              "(recomputing)\n",
+              identical, a->size(), a->back(), b->back());
 }
 
 TEST_F(CudaStep, ATokenOutsideTheVocabularyStopsTheStepAndKeepsTheAdapter) {

@@ -58,6 +58,22 @@ void CommandLine::option(std::string name, std::string metavar,
 }
 
 void CommandLine::option(std::string name, std::string metavar,
+                         std::string help, ByteSize *value) {
+  Option option{std::move(name), std::move(metavar), std::move(help),
+                value->bytes ? formatByteSize(value->bytes) : "0", false,
+                nullptr};
+  std::string flagName = option.name;
+  option.set = [value, flagName](const std::string &text) -> Status {
+    Expected<ByteSize> parsed = parseByteSize(text);
+    if (!parsed)
+      return makeError("--{}: {}", flagName, parsed.message());
+    *value = *parsed;
+    return Status::ok();
+  };
+  options_.push_back(std::move(option));
+}
+
+void CommandLine::option(std::string name, std::string metavar,
                          std::string help, double *value) {
   Option option{std::move(name), std::move(metavar), std::move(help),
                 fmt::format("{}", *value), false, nullptr};

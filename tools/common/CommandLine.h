@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "runtime/ByteSize.h"
 #include "runtime/Error.h"
 
 #include <functional>
@@ -36,6 +37,9 @@ public:
   /// A floating-point flag; shown in --help with Python's formatting.
   void option(std::string name, std::string metavar, std::string help,
               double *value);
+  /// A byte-size flag: 6.1GiB, 48GB, or bytes (runtime/ByteSize.h).
+  void option(std::string name, std::string metavar, std::string help,
+              ByteSize *value);
   /// A boolean flag: `--name`, `--name=true|false|1|0`.
   void flag(std::string name, std::string help, bool *value);
 

@@ -17,6 +17,10 @@ void add(CommandLine &commandLine, const char *name, const char *help,
   commandLine.flag(name, help, value);
 }
 void add(CommandLine &commandLine, const char *name, const char *help,
+         ByteSize *value) {
+  commandLine.option(name, "SIZE", help, value);
+}
+void add(CommandLine &commandLine, const char *name, const char *help,
          std::string *value) {
   commandLine.option(name, "A,B", help, value);
 }

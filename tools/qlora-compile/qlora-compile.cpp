@@ -18,6 +18,7 @@
 #include "StepBuildConfig.h"
 
 #include "codegen/BufferPlan.h"
+#include "codegen/CostModel.h"
 #include "codegen/Passes.h"
 #include "dialects/QLoRAOps.h"
 #include "passes/Passes.h"
@@ -32,6 +33,8 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <set>
@@ -124,6 +127,34 @@ std::string trainableParameters(ModuleOp module) {
                             message.empty() ? "exit " + std::to_string(code)
                                             : message,
                             output);
+}
+
+/// What qlora-rematerialize decided, for the user; empty without a budget.
+std::string memoryPlan(ModuleOp module) {
+  auto plan = module->getAttrOfType<DictionaryAttr>(kRematerializationAttr);
+  if (!plan)
+    return "";
+  auto bytes = [&](StringRef key) {
+    return ::qlora::formatByteSize(plan.getAs<IntegerAttr>(key).getInt());
+  };
+  auto counts = [&](StringRef key) {
+    std::string text;
+    for (NamedAttribute entry : plan.getAs<DictionaryAttr>(key))
+      text += (text.empty() ? "" : ", ") + entry.getName().str() + " x" +
+              std::to_string(cast<IntegerAttr>(entry.getValue()).getInt());
+    return text.empty() ? std::string("none") : text;
+  };
+  double flops = plan.getAs<FloatAttr>("recomputed_flops").getValueAsDouble();
+  double stepFlops = plan.getAs<FloatAttr>("step_flops").getValueAsDouble();
+  return fmt::format(
+      "Memory plan under --max_memory {}: {} -> {} (named slots {})\n"
+      "  recomputed in the backward: {}\n"
+      "  kept from the forward: {}\n"
+      "  recomputed work: {} per micro-batch ({:.1f}% of the step's matrix "
+      "work)\n",
+      bytes("budget"), bytes("arena_before"), bytes("arena_after"),
+      bytes("named_slots"), counts("recomputed"), counts("kept"),
+      formatFlops(flops), stepFlops > 0 ? 100.0 * flops / stepFlops : 0.0);
 }
 
 std::vector<std::string> includeFlags() {
@@ -279,6 +310,7 @@ int main(int argc, char **argv) {
   if (failed(pm.run(*module)))
     return fail("the qlora pipeline failed (see the diagnostics above)");
   std::string summary = trainableParameters(*module);
+  std::string plan = memoryPlan(*module);
   if (!writeText(outputDir + "/train_step.mlir", printModule(*module)))
     return fail("cannot write " + outputDir + "/train_step.mlir");
 
@@ -321,7 +353,7 @@ int main(int argc, char **argv) {
     return fail(built.message());
 
   if (!quiet) {
-    std::printf("%s\n", summary.c_str());
+    std::printf("%s\n%s", summary.c_str(), plan.c_str());
     std::printf("Compiled %s (%s, %lld layers) for batch %lld x %lld tokens: "
                 "arena %.2f MB, %zu buffers\n",
                 (model.empty() ? configName : model).c_str(),
