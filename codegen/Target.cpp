@@ -39,6 +39,10 @@ double TargetDescription::memoryBytesPerSecond() const {
   return kind_ == TargetKind::Cuda ? 4.8e12 : 20e9;
 }
 
+uint64_t TargetDescription::runtimeReserveBytes() const {
+  return kind_ == TargetKind::Cuda ? uint64_t(256) << 20 : 0;
+}
+
 SmallVector<TargetDescription::RequiredSlot>
 TargetDescription::requiredSlots(MLIRContext *context) const {
   if (kind_ != TargetKind::Cuda)

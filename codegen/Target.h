@@ -64,6 +64,12 @@ public:
   double peakFlopsPerSecond() const;
   double memoryBytesPerSecond() const;
 
+  /// Device memory the runtime holds beside the arena: the CUDA runtime's
+  /// and cuBLAS's own allocations and the step's graph (0.12-0.15 GiB
+  /// measured on the H200 for 7B and 70B steps), rounded up. A memory budget
+  /// covers it.
+  uint64_t runtimeReserveBytes() const;
+
   /// A slot the target's runtime needs whatever the step computes.
   struct RequiredSlot {
     std::string name;

@@ -18,7 +18,7 @@
 namespace mlir::qlora {
 
 /// The module attribute qlora-rematerialize writes its plan to: budget,
-/// arena_before, arena_after, named_slots (bytes), kept and recomputed
+/// runtime_reserve, arena_before, arena_after, named_slots (bytes), kept and recomputed
 /// (saved values by op name), recomputed_flops and step_flops.
 inline constexpr llvm::StringLiteral kRematerializationAttr =
     "qlora.rematerialization";

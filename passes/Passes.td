@@ -358,7 +358,8 @@ def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
   let description = [{
     Fits `@train_step` into `max-memory` bytes of device memory (accelerate's
     spelling: `6.1GiB`, `48GB` or bytes; `0` leaves the step as it is), as
-    the arena plan of `qlora-plan-memory` measures it on `target`.
+    the arena plan of `qlora-plan-memory` measures it on `target`, plus
+    what the target's runtime holds beside the arena (cuda: 256 MiB).
 
     A value the forward computes and the backward reads is *saved*. The
     pass ranks every saved value by what recomputing it costs per byte it

@@ -152,7 +152,7 @@ private:
   FailureOr<uint64_t> measure(ArrayRef<Candidate> recompute);
   SmallVector<Candidate> candidates(const StepAnalysis &analysis,
                                     func::FuncOp func);
-  void record(const StepAnalysis &analysis, uint64_t budget,
+  void record(const StepAnalysis &analysis, uint64_t budget, uint64_t reserve,
               const ArenaSizes &before, uint64_t after,
               ArrayRef<Candidate> chosen, double stepFlops);
 
@@ -225,14 +225,17 @@ void RematerializePass::runOnOperation() {
                        << parsed.message();
     return signalPassFailure();
   }
-  uint64_t budget = uint64_t(parsed->bytes);
-  if (budget == 0)
+  uint64_t requested = uint64_t(parsed->bytes);
+  if (requested == 0)
     return;
   FailureOr<TargetDescription> described = TargetDescription::get(
       target, [&] { return module.emitError() << "qlora-rematerialize: "; });
   if (failed(described))
     return signalPassFailure();
   description = *described;
+  // The arena gets what the runtime does not hold itself.
+  uint64_t reserve = description->runtimeReserveBytes();
+  uint64_t budget = requested > reserve ? requested - reserve : 0;
   auto func = module.lookupSymbol<func::FuncOp>(kTrainStepFunction);
   if (!func || !func.getBody().hasOneBlock()) {
     module.emitError() << "qlora-rematerialize: expects a one-block @"
@@ -312,8 +315,10 @@ void RematerializePass::runOnOperation() {
     if (!fits) {
       module.emitError()
           << "qlora-rematerialize: max-memory "
-          << ::qlora::formatByteSize(int64_t(budget))
-          << " cannot be met: the named slots (weights, adapters, optimizer "
+          << ::qlora::formatByteSize(int64_t(requested))
+          << " cannot be met: the runtime holds "
+          << ::qlora::formatByteSize(int64_t(reserve))
+          << " beside the arena, the named slots (weights, adapters, optimizer "
              "state, inputs) take "
           << ::qlora::formatByteSize(int64_t(before->persistentBytes))
           << ", the step as built plans "
@@ -329,11 +334,12 @@ void RematerializePass::runOnOperation() {
       values.insert(candidate.value);
     rewrite(func, *analysis, values);
   }
-  record(*analysis, budget, *before, arena, chosen, stepFlops);
+  record(*analysis, requested, reserve, *before, arena, chosen, stepFlops);
 }
 
 void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
-                               const ArenaSizes &before, uint64_t after,
+                               uint64_t reserve, const ArenaSizes &before,
+                               uint64_t after,
                                ArrayRef<Candidate> chosen, double stepFlops) {
   ModuleOp module = getOperation();
   Builder builder(module.getContext());
@@ -368,6 +374,7 @@ void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
       kRematerializationAttr,
       builder.getDictionaryAttr({
           builder.getNamedAttr("budget", i64(budget)),
+          builder.getNamedAttr("runtime_reserve", i64(reserve)),
           builder.getNamedAttr("arena_before", i64(before.arenaBytes())),
           builder.getNamedAttr("arena_after", i64(after)),
           builder.getNamedAttr("named_slots", i64(before.persistentBytes)),
@@ -381,7 +388,8 @@ void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
       }));
   InFlightDiagnostic remark = emitRemark(module.getLoc());
   remark << "rematerialize: budget " << ::qlora::formatByteSize(int64_t(budget))
-         << ", arena " << ::qlora::formatByteSize(int64_t(before.arenaBytes()))
+         << " (" << ::qlora::formatByteSize(int64_t(reserve))
+         << " of it for the runtime), arena " << ::qlora::formatByteSize(int64_t(before.arenaBytes()))
          << " -> " << ::qlora::formatByteSize(int64_t(after)) << "; recomputing "
          << chosen.size() << " saved values (";
   llvm::interleaveComma(recomputedOps, remark, [&](NamedAttribute entry) {

@@ -147,13 +147,14 @@ std::string memoryPlan(ModuleOp module) {
   double flops = plan.getAs<FloatAttr>("recomputed_flops").getValueAsDouble();
   double stepFlops = plan.getAs<FloatAttr>("step_flops").getValueAsDouble();
   return fmt::format(
-      "Memory plan under --max_memory {}: {} -> {} (named slots {})\n"
+      "Memory plan under --max_memory {}: arena {} -> {} (named slots {}; "
+      "the runtime holds {} beside it)\n"
       "  recomputed in the backward: {}\n"
       "  kept from the forward: {}\n"
       "  recomputed work: {} per micro-batch ({:.1f}% of the step's matrix "
       "work)\n",
       bytes("budget"), bytes("arena_before"), bytes("arena_after"),
-      bytes("named_slots"), counts("recomputed"), counts("kept"),
+      bytes("named_slots"), bytes("runtime_reserve"), counts("recomputed"), counts("kept"),
       formatFlops(flops), stepFlops > 0 ? 100.0 * flops / stepFlops : 0.0);
 }
 
