@@ -121,6 +121,10 @@ FailureOr<::qlora::StepManifest> buildManifest(ModuleOp module) {
   manifest.architectures.assign(archs.begin(), archs.end());
   manifest.abiVersion = QLORA_STEP_ABI_VERSION;
   manifest.arenaBytes = uint64_t(plan->arenaBytes());
+  if (auto host = module->getAttrOfType<IntegerAttr>(kHostArenaBytesAttr))
+    manifest.hostArenaBytes = uint64_t(host.getInt());
+  if (auto transfers = module->getAttrOfType<IntegerAttr>(kTransfersAttr))
+    manifest.transfers = uint64_t(transfers.getInt());
   manifest.entryPoints["train_step"] = "qlora_train_step";
   manifest.entryPoints["apply_gradients"] = "qlora_apply_gradients";
   for (BufferAttr buffer : plan->buffers()) {

@@ -30,6 +30,12 @@ namespace slot = ::qlora::slot;
 
 /// Attributes of the plan.
 inline constexpr llvm::StringLiteral kOffsetsAttr = "qlora.offsets";
+/// On qlora.offload and qlora.reload: the host slot's offset in the host
+/// arena; on the module, that arena's size and the number of transfers.
+inline constexpr llvm::StringLiteral kHostOffsetAttr = "qlora.host_offset";
+inline constexpr llvm::StringLiteral kHostArenaBytesAttr =
+    "qlora.host_arena_bytes";
+inline constexpr llvm::StringLiteral kTransfersAttr = "qlora.transfers";
 inline constexpr llvm::StringLiteral kWorkspacesAttr = "qlora.workspaces";
 inline constexpr llvm::StringLiteral kArenaBytesAttr = "qlora.arena_bytes";
 inline constexpr llvm::StringLiteral kBuffersAttr = "qlora.buffers";

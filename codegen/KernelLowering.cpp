@@ -266,7 +266,55 @@ LogicalResult lowerRope(Operation *op, StringRef kernel, Value input,
 
 } // namespace
 
+/// The host slot offset the planner gave a qlora.offload or qlora.reload.
+static FailureOr<int64_t> hostOffset(Operation *op) {
+  auto offset = op->getAttrOfType<IntegerAttr>(kHostOffsetAttr);
+  if (!offset)
+    return op->emitError() << "no host offset: run qlora-plan-memory first";
+  return offset.getInt();
+}
+
+/// Bytes of a dense activation as it is stored (its element type's width).
+static int64_t storedBytes(Value value) {
+  auto type = cast<RankedTensorType>(value.getType());
+  return type.getNumElements() * ((type.getElementTypeBitWidth() + 7) / 8);
+}
+
 void populateSharedKernelLowerings(KernelLoweringSet &set) {
+  set.add<OffloadOp>([](OffloadOp op, LoweringContext &context)
+                         -> LogicalResult {
+    FailureOr<int64_t> host = hostOffset(op);
+    if (failed(host))
+      return failure();
+    return KernelCallBuilder(context, op, "offload")
+        .buffer(op.getValue())
+        .i64(storedBytes(op.getValue()))
+        .i64(*host)
+        .i64(op.getTransfer())
+        .emit();
+  });
+  set.add<ReloadOp>([](ReloadOp op, LoweringContext &context)
+                        -> LogicalResult {
+    FailureOr<int64_t> host = hostOffset(op);
+    if (failed(host))
+      return failure();
+    return KernelCallBuilder(context, op, "reload")
+        .i64(*host)
+        .i64(storedBytes(op.getResult()))
+        .buffer(op.getResult())
+        .i64(op.getTransfer())
+        .emit();
+  });
+  set.add<OffloadWaitOp>([](OffloadWaitOp op, LoweringContext &context) {
+    return KernelCallBuilder(context, op, "offloadWait")
+        .i64(op.getTransfer())
+        .emit();
+  });
+  set.add<ReloadWaitOp>([](ReloadWaitOp op, LoweringContext &context) {
+    return KernelCallBuilder(context, op, "reloadWait")
+        .i64(op.getTransfer())
+        .emit();
+  });
   set.add<RopeOp>([](RopeOp rope, LoweringContext &context) {
     return lowerRope(rope, "rope", rope.getInput(), rope.getHeadDim(),
                      rope.getTheta().convertToFloat(), context);

@@ -123,8 +123,16 @@ public:
       temporaryBytes = std::max(temporaryBytes, planned->first);
       peakLive = std::max(peakLive, planned->second);
     }
-    ArenaSizes sizes{persistentBytes, temporaryBytes, peakLive};
+    FailureOr<std::pair<uint64_t, int64_t>> host = planHost(entries);
+    if (failed(host))
+      return failure();
+    ArenaSizes sizes{persistentBytes, temporaryBytes, peakLive, host->first};
     if (annotate) {
+      if (host->first || host->second) {
+        module->setAttr(kHostArenaBytesAttr,
+                        builder.getI64IntegerAttr(int64_t(host->first)));
+        module->setAttr(kTransfersAttr, builder.getI64IntegerAttr(host->second));
+      }
       module->setAttr(kTargetAttr, builder.getStringAttr(description.name()));
       module->setAttr(kArenaBytesAttr,
                       builder.getI64IntegerAttr(int64_t(sizes.arenaBytes())));
@@ -138,6 +146,50 @@ private:
   ArrayRef<std::string> entryPoints;
   bool annotate;
   KernelLoweringSet lowerings;
+
+  /// The host arena: one slot per offloaded activation, in the order of
+  /// their first offload. Returns its size and the number of transfers.
+  FailureOr<std::pair<uint64_t, int64_t>>
+  planHost(MutableArrayRef<func::FuncOp> entries) {
+    if (entries.empty())
+      return std::make_pair(uint64_t(0), int64_t(0));
+    Builder builder(entries.front().getContext());
+    llvm::StringMap<uint64_t> offsets;
+    uint64_t cursor = 0;
+    int64_t transfers = 0;
+    for (func::FuncOp func : entries) {
+      for (Operation &op : func.getBody().front()) {
+        StringRef name;
+        Type type;
+        int64_t transfer = -1;
+        if (auto offload = dyn_cast<OffloadOp>(op)) {
+          name = offload.getSlot();
+          type = offload.getValue().getType();
+          transfer = offload.getTransfer();
+        } else if (auto reload = dyn_cast<ReloadOp>(op)) {
+          name = reload.getSlot();
+          type = reload.getType();
+          transfer = reload.getTransfer();
+        } else {
+          continue;
+        }
+        FailureOr<SmallVector<StoragePart>> storage =
+            description.storage(type, std::nullopt);
+        if (failed(storage) || storage->size() != 1)
+          return op.emitError() << "qlora-plan-memory: cannot offload a "
+                                   "value of type "
+                                << type;
+        auto [it, inserted] = offsets.try_emplace(name, cursor);
+        if (inserted)
+          cursor = alignUp(cursor + partBytes(storage->front()));
+        transfers = std::max(transfers, transfer + 1);
+        if (annotate)
+          op.setAttr(kHostOffsetAttr,
+                     builder.getI64IntegerAttr(int64_t(it->second)));
+      }
+    }
+    return std::make_pair(cursor, transfers);
+  }
 
   LogicalResult collectEntries(ModuleOp module,
                                SmallVectorImpl<func::FuncOp> &entries) {

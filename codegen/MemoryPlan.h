@@ -22,6 +22,7 @@ struct ArenaSizes {
   uint64_t persistentBytes = 0; ///< named slots
   uint64_t temporaryBytes = 0;  ///< the largest entry function's region
   uint64_t peakLiveBytes = 0;   ///< its peak of live bytes (no fragmentation)
+  uint64_t hostBytes = 0;       ///< offloaded activations, in host memory
   uint64_t arenaBytes() const { return persistentBytes + temporaryBytes; }
 };
 

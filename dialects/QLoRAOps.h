@@ -36,6 +36,12 @@ struct StateResource : public SideEffects::Resource::Base<StateResource> {
   StringRef getName() final { return "qlora.state"; }
 };
 
+/// The pinned host memory that `qlora.offload` writes and `qlora.reload`
+/// reads.
+struct HostResource : public SideEffects::Resource::Base<HostResource> {
+  StringRef getName() final { return "qlora.host"; }
+};
+
 } // namespace mlir::qlora
 
 #define GET_OP_CLASSES

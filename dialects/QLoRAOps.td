@@ -48,6 +48,10 @@ def QLoRA_ScalarF32 : 0DTensorOf<[F32]>,
 /// `qlora.assign` writes.
 def QLoRA_StateResource : Resource<"::mlir::qlora::StateResource">;
 
+/// Pinned host memory, beside the device arena, that activations are
+/// offloaded to between the forward and the backward.
+def QLoRA_HostResource : Resource<"::mlir::qlora::HostResource">;
+
 /// Traits of an op that builds its own gradients.
 defvar Differentiable =
     DeclareOpInterfaceMethods<QLoRA_DifferentiableOpInterface>;
@@ -150,6 +154,85 @@ def QLoRA_StateOp : QLoRA_Op<"state",
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$slot attr-dict `:` type($result)";
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Offloading activations to host memory
+//===----------------------------------------------------------------------===//
+
+def QLoRA_OffloadOp : QLoRA_Op<"offload",
+    [MemoryEffects<[MemWrite<QLoRA_HostResource>]>]> {
+  let summary = "start copying an activation to a host slot";
+  let description = [{
+    Starts copying `value` into the named slot of pinned host memory, from
+    which a `qlora.reload` of the same slot brings it back for the backward.
+    `qlora-rematerialize` inserts the pair when a saved activation is
+    offloaded instead of kept or recomputed. The copy overlaps the work
+    after it; `transfer` numbers the copy's events.
+
+    In CUDA terms: an event on the step's stream, a wait for it on the copy
+    stream, and a device-to-host `cudaMemcpyAsync` there.
+
+    ```mlir
+    qlora.offload "offload:3", %x {transfer = 6 : i64} : tensor<4x2048x4096xbf16>
+    ```
+  }];
+  let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
+                       AnyRankedTensor:$value);
+  let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
+}
+
+def QLoRA_OffloadWaitOp : QLoRA_Op<"offload_wait",
+    [MemoryEffects<[MemWrite<QLoRA_HostResource>]>]> {
+  let summary = "wait until an offload has left the device";
+  let description = [{
+    The work after this op waits for the copy that the `qlora.offload` of
+    the same `transfer` started, so that `value`'s device memory may be
+    reused once this op has run. Placed after the last forward reader.
+
+    ```mlir
+    qlora.offload_wait "offload:3", %x {transfer = 6 : i64} : tensor<4x2048x4096xbf16>
+    ```
+  }];
+  let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
+                       AnyRankedTensor:$value);
+  let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
+}
+
+def QLoRA_ReloadOp : QLoRA_Op<"reload",
+    [MemoryEffects<[MemRead<QLoRA_HostResource>]>]> {
+  let summary = "start copying an offloaded activation back to the device";
+  let description = [{
+    Starts copying the named host slot into a new device tensor, on the
+    copy stream, once the work before this op has run (so that the tensor's
+    memory is free). Placed ahead of the backward that reads it, so that the
+    copy overlaps the work between; `qlora.reload_wait` marks where the
+    tensor must have arrived.
+
+    ```mlir
+    %x = qlora.reload "offload:3" {transfer = 7 : i64} : tensor<4x2048x4096xbf16>
+    ```
+  }];
+  let arguments = (ins StrAttr:$slot, I64Attr:$transfer);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$slot attr-dict `:` type($result)";
+}
+
+def QLoRA_ReloadWaitOp : QLoRA_Op<"reload_wait",
+    [MemoryEffects<[MemWrite<QLoRA_HostResource>]>]> {
+  let summary = "wait until a reloaded activation is on the device";
+  let description = [{
+    The work after this op waits for the copy that the `qlora.reload` of
+    the same `transfer` started into `value`. Placed before the first reader
+    of the reloaded tensor.
+
+    ```mlir
+    qlora.reload_wait "offload:3", %x {transfer = 7 : i64} : tensor<4x2048x4096xbf16>
+    ```
+  }];
+  let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
+                       AnyRankedTensor:$value);
+  let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
 }
 
 //===----------------------------------------------------------------------===//

@@ -372,6 +372,14 @@ def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
     budget is cut to the fewest members that do. Every plan is measured by
     planning the rewritten step, never estimated.
 
+    When recomputation alone cannot reach the budget, the saved values it
+    leaves kept are offloaded to pinned host memory,
+    largest group first: `qlora.offload` after the value's op,
+    `qlora.offload_wait` after its last forward reader, `qlora.reload` where
+    the offloaded value needed before it comes back (so that the copy
+    overlaps that value's backward), and `qlora.reload_wait` before its
+    first backward reader, which reads the reloaded tensor from then on.
+
     The rewrite clones each recomputed value's op right before its first
     backward reader, with its operands recomputed the same way or read
     where they are kept, and marks the clones `qlora.recomputed`. Later
@@ -387,6 +395,9 @@ def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
   let options = [
     Option<"maxMemory", "max-memory", "std::string", "\"0\"",
            "the budget: 6.1GiB, 48GB, bytes, or 0 for none">,
+    Option<"offloadActivations", "offload", "bool", "true",
+           "offload what recomputation leaves kept to host memory when the "
+           "budget needs it">,
     Option<"target", "target", "std::string", "\"cpu\"",
            "the backend whose plan is measured: cpu or cuda">,
   ];

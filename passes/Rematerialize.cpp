@@ -12,6 +12,7 @@
 #include "codegen/MemoryPlan.h"
 #include "codegen/Passes.h"
 #include "codegen/Target.h"
+#include "dialects/QLoRAOps.h"
 #include "runtime/ByteSize.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -26,6 +27,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 namespace mlir::qlora {
@@ -140,6 +142,72 @@ int64_t rewrite(func::FuncOp func, const StepAnalysis &analysis,
   return cloned;
 }
 
+/// Offloads each of `offload` (in forward order) to a host slot: the copy
+/// starts after its op, the device copy is released after its last forward
+/// reader, and a reload (issued where the previous offloaded value comes
+/// back, so that it overlaps that value's backward) precedes its first
+/// backward reader, which reads the reloaded tensor, as every later backward
+/// reader (recomputed clones included) does.
+void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
+                   ArrayRef<Value> offload) {
+  Block &body = func.getBody().front();
+  llvm::DenseMap<Operation *, int64_t> position;
+  int64_t index = 0;
+  for (Operation &op : body)
+    position[&op] = index++;
+  struct Offloaded {
+    Value value;
+    Operation *lastForward;
+    Operation *firstBackward;
+  };
+  SmallVector<Offloaded> values;
+  for (Value value : offload) {
+    Offloaded entry{value, value.getDefiningOp(), nullptr};
+    for (Operation *user : value.getUsers()) {
+      if (analysis.forward.contains(user)) {
+        if (position.lookup(user) > position.lookup(entry.lastForward))
+          entry.lastForward = user;
+      } else if (!entry.firstBackward || position.lookup(user) <
+                                             position.lookup(entry.firstBackward)) {
+        entry.firstBackward = user;
+      }
+    }
+    if (entry.firstBackward)
+      values.push_back(entry);
+  }
+  // Reloads in the order the backward needs them.
+  SmallVector<size_t> byUse(values.size());
+  for (size_t i = 0; i < values.size(); ++i)
+    byUse[i] = i;
+  llvm::stable_sort(byUse, [&](size_t a, size_t b) {
+    return position.lookup(values[a].firstBackward) <
+           position.lookup(values[b].firstBackward);
+  });
+  OpBuilder builder(func.getContext());
+  for (auto [order, i] : llvm::enumerate(byUse)) {
+    Offloaded &entry = values[i];
+    std::string slot = "offload:" + std::to_string(i);
+    int64_t out = 2 * int64_t(i), back = out + 1;
+    Location loc = entry.value.getLoc();
+    builder.setInsertionPointAfter(entry.value.getDefiningOp());
+    OffloadOp::create(builder, loc, slot, out, entry.value);
+    builder.setInsertionPointAfter(entry.lastForward);
+    OffloadWaitOp::create(builder, loc, slot, out, entry.value);
+    Operation *issue = order == 0 ? entry.firstBackward
+                                  : values[byUse[order - 1]].firstBackward;
+    builder.setInsertionPoint(issue);
+    auto reload = ReloadOp::create(builder, loc, entry.value.getType(), slot,
+                                   back);
+    builder.setInsertionPoint(entry.firstBackward);
+    ReloadWaitOp::create(builder, loc, slot, back, reload.getResult());
+    entry.value.replaceUsesWithIf(reload.getResult(), [&](OpOperand &use) {
+      Operation *user = use.getOwner();
+      return !analysis.forward.contains(user) &&
+             !isa<OffloadOp, OffloadWaitOp, ReloadWaitOp>(user);
+    });
+  }
+}
+
 class RematerializePass
     : public impl::RematerializePassBase<RematerializePass> {
 public:
@@ -148,13 +216,33 @@ public:
   void runOnOperation() override;
 
 private:
-  /// The arena of the module with `recompute` rewritten, on a copy.
-  FailureOr<uint64_t> measure(ArrayRef<Candidate> recompute);
+  /// The arena of the module with `recompute` recomputed and `offload`
+  /// offloaded, measured on a copy.
+  FailureOr<uint64_t> measure(ArrayRef<Candidate> recompute,
+                              ArrayRef<Candidate> offload);
   SmallVector<Candidate> candidates(const StepAnalysis &analysis,
                                     func::FuncOp func);
+  /// Recomputes, then offloads (in `func`, whose values `mapping` maps from
+  /// the candidates' module when given).
+  static void apply(func::FuncOp func, const StepAnalysis &analysis,
+                    ArrayRef<Candidate> recompute,
+                    ArrayRef<Candidate> offload, IRMapping *mapping) {
+    auto map = [&](Value value) {
+      return mapping ? mapping->lookup(value) : value;
+    };
+    llvm::DenseSet<Value> recomputed;
+    for (const Candidate &candidate : recompute)
+      recomputed.insert(map(candidate.value));
+    rewrite(func, analysis, recomputed);
+    SmallVector<Value> offloaded;
+    for (const Candidate &candidate : offload)
+      offloaded.push_back(map(candidate.value));
+    offloadValues(func, analysis, offloaded);
+  }
   void record(const StepAnalysis &analysis, uint64_t budget, uint64_t reserve,
               const ArenaSizes &before, uint64_t after,
-              ArrayRef<Candidate> chosen, double stepFlops);
+              ArrayRef<Candidate> chosen, ArrayRef<Candidate> offload,
+              double stepFlops);
 
   std::optional<TargetDescription> description;
 };
@@ -197,7 +285,8 @@ RematerializePass::candidates(const StepAnalysis &analysis,
 }
 
 FailureOr<uint64_t>
-RematerializePass::measure(ArrayRef<Candidate> recompute) {
+RematerializePass::measure(ArrayRef<Candidate> recompute,
+                           ArrayRef<Candidate> offload) {
   IRMapping mapping;
   OwningOpRef<ModuleOp> copy =
       cast<ModuleOp>(getOperation()->clone(mapping));
@@ -205,10 +294,7 @@ RematerializePass::measure(ArrayRef<Candidate> recompute) {
   FailureOr<StepAnalysis> analysis = analyze(func);
   if (failed(analysis))
     return failure();
-  llvm::DenseSet<Value> values;
-  for (const Candidate &candidate : recompute)
-    values.insert(mapping.lookup(candidate.value));
-  rewrite(func, *analysis, values);
+  apply(func, *analysis, recompute, offload, &mapping);
   FailureOr<ArenaSizes> sizes =
       planArena(*copy, *description, {}, /*annotate=*/false);
   if (failed(sizes))
@@ -253,64 +339,92 @@ void RematerializePass::runOnOperation() {
   double stepFlops = 0;
   func.walk([&](Operation *op) { stepFlops += estimateCost(op).flops; });
 
-  SmallVector<Candidate> chosen;
+  SmallVector<Candidate> recompute, offload;
   uint64_t arena = before->arenaBytes();
   if (arena > budget) {
     // Groups of like values (one per layer), cheapest per byte first; a
-    // group's members stay in program order.
+    // group's members stay in program order. Recomputation first; what is
+    // still kept then goes to host memory, largest first.
     SmallVector<Candidate> all = candidates(*analysis, func);
-    std::map<std::tuple<std::string, unsigned, double, double>,
-             SmallVector<Candidate>>
-        byKey;
-    SmallVector<std::tuple<std::string, unsigned, double, double>> order;
-    for (const Candidate &candidate : all) {
-      auto result = cast<OpResult>(candidate.value);
-      auto key = std::make_tuple(
-          result.getOwner()->getName().getStringRef().str(),
-          result.getResultNumber(), candidate.bytes, candidate.seconds);
-      auto [it, inserted] = byKey.try_emplace(key);
-      if (inserted)
-        order.push_back(key);
-      it->second.push_back(candidate);
-    }
-    llvm::stable_sort(order, [&](const auto &a, const auto &b) {
+    using Key = std::tuple<std::string, unsigned, double, double>;
+    auto groupsOf = [](ArrayRef<Candidate> members, auto rank) {
+      std::map<Key, SmallVector<Candidate>> byKey;
+      SmallVector<Key> order;
+      for (const Candidate &candidate : members) {
+        auto result = cast<OpResult>(candidate.value);
+        Key key(result.getOwner()->getName().getStringRef().str(),
+                result.getResultNumber(), candidate.bytes, candidate.seconds);
+        auto [it, inserted] = byKey.try_emplace(key);
+        if (inserted)
+          order.push_back(key);
+        it->second.push_back(candidate);
+      }
+      llvm::stable_sort(order, rank);
+      SmallVector<SmallVector<Candidate>> groups;
+      for (const Key &key : order)
+        groups.push_back(byKey[key]);
+      return groups;
+    };
+    auto cheapestPerByte = [](const Key &a, const Key &b) {
       return std::get<3>(a) / std::get<2>(a) < std::get<3>(b) / std::get<2>(b);
-    });
+    };
+    auto largest = [](const Key &a, const Key &b) {
+      return std::get<2>(a) > std::get<2>(b);
+    };
+    // Tries `group` in `into`; keeps it if the plan shrinks, and cuts it to
+    // its fewest members that fit once it reaches the budget.
     bool fits = false;
-    for (const auto &key : order) {
-      ArrayRef<Candidate> group = byKey[key];
-      SmallVector<Candidate> trial(chosen);
-      trial.append(group.begin(), group.end());
-      FailureOr<uint64_t> size = measure(trial);
+    auto tryGroup = [&](ArrayRef<Candidate> group,
+                        SmallVector<Candidate> &into) -> LogicalResult {
+      auto sizeWith = [&](size_t count) {
+        SmallVector<Candidate> trial(into);
+        trial.append(group.begin(), group.begin() + count);
+        return &into == &recompute ? measure(trial, offload)
+                                   : measure(recompute, trial);
+      };
+      FailureOr<uint64_t> size = sizeWith(group.size());
       if (failed(size))
-        return signalPassFailure();
-      if (*size <= budget) {
-        // The fewest members of this group that reach the budget.
-        size_t low = 0, high = group.size();
-        uint64_t fitted = *size;
-        while (low + 1 < high) {
-          size_t mid = (low + high) / 2;
-          SmallVector<Candidate> partial(chosen);
-          partial.append(group.begin(), group.begin() + mid);
-          FailureOr<uint64_t> partialSize = measure(partial);
-          if (failed(partialSize))
-            return signalPassFailure();
-          if (*partialSize <= budget) {
-            high = mid;
-            fitted = *partialSize;
-          } else {
-            low = mid;
-          }
+        return failure();
+      if (*size > budget) {
+        if (*size < arena) {
+          into.append(group.begin(), group.end());
+          arena = *size;
         }
-        chosen.append(group.begin(), group.begin() + high);
-        arena = fitted;
-        fits = true;
-        break;
+        return success();
       }
-      if (*size < arena) {
-        chosen = std::move(trial);
-        arena = *size;
+      size_t low = 0, high = group.size();
+      uint64_t fitted = *size;
+      while (low + 1 < high) {
+        size_t mid = (low + high) / 2;
+        FailureOr<uint64_t> partial = sizeWith(mid);
+        if (failed(partial))
+          return failure();
+        if (*partial <= budget) {
+          high = mid;
+          fitted = *partial;
+        } else {
+          low = mid;
+        }
       }
+      into.append(group.begin(), group.begin() + high);
+      arena = fitted;
+      fits = true;
+      return success();
+    };
+    for (const SmallVector<Candidate> &group : groupsOf(all, cheapestPerByte))
+      if (!fits && failed(tryGroup(group, recompute)))
+        return signalPassFailure();
+    if (!fits && offloadActivations) {
+      llvm::DenseSet<Value> recomputed;
+      for (const Candidate &candidate : recompute)
+        recomputed.insert(candidate.value);
+      SmallVector<Candidate> kept;
+      for (const Candidate &candidate : all)
+        if (!recomputed.contains(candidate.value))
+          kept.push_back(candidate);
+      for (const SmallVector<Candidate> &group : groupsOf(kept, largest))
+        if (!fits && failed(tryGroup(group, offload)))
+          return signalPassFailure();
     }
     if (!fits) {
       module.emitError()
@@ -324,23 +438,23 @@ void RematerializePass::runOnOperation() {
           << ", the step as built plans "
           << ::qlora::formatByteSize(int64_t(before->arenaBytes()))
           << ", and the smallest plan found, recomputing "
-          << chosen.size() << " of " << all.size()
-          << " saved activations, plans "
+          << recompute.size() << " and offloading " << offload.size()
+          << " of " << all.size() << " saved activations, plans "
           << ::qlora::formatByteSize(int64_t(arena));
       return signalPassFailure();
     }
-    llvm::DenseSet<Value> values;
-    for (const Candidate &candidate : chosen)
-      values.insert(candidate.value);
-    rewrite(func, *analysis, values);
+    apply(func, *analysis, recompute, offload, nullptr);
   }
-  record(*analysis, requested, reserve, *before, arena, chosen, stepFlops);
+  record(*analysis, requested, reserve, *before, arena, recompute, offload,
+         stepFlops);
 }
 
 void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
                                uint64_t reserve, const ArenaSizes &before,
                                uint64_t after,
-                               ArrayRef<Candidate> chosen, double stepFlops) {
+                               ArrayRef<Candidate> chosen,
+                               ArrayRef<Candidate> offload,
+                               double stepFlops) {
   ModuleOp module = getOperation();
   Builder builder(module.getContext());
   llvm::DenseSet<Value> recomputed;
@@ -349,24 +463,29 @@ void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
     recomputed.insert(candidate.value);
     flops += candidate.flops;
   }
-  // Saved values by op name: how many are kept and how many recomputed.
-  llvm::MapVector<StringAttr, std::pair<int64_t, int64_t>> byOp;
+  llvm::DenseSet<Value> offloaded;
+  double offloadBytes = 0;
+  for (const Candidate &candidate : offload) {
+    offloaded.insert(candidate.value);
+    offloadBytes += candidate.bytes;
+  }
+  // Saved values by op name: how many are kept, recomputed and offloaded.
+  llvm::MapVector<StringAttr, std::array<int64_t, 3>> byOp;
   auto func = module.lookupSymbol<func::FuncOp>(kTrainStepFunction);
   for (Operation &op : func.getBody().front())
     for (Value value : op.getResults())
-      if (analysis.saved.contains(value)) {
-        auto &[kept, recomputedCount] = byOp[savedValueKind(value)];
-        ++(recomputed.contains(value) ? recomputedCount : kept);
-      }
-  SmallVector<NamedAttribute> kept, recomputedOps;
-  for (auto &[name, counts] : byOp) {
-    if (counts.first)
-      kept.push_back(builder.getNamedAttr(
-          name, builder.getI64IntegerAttr(counts.first)));
-    if (counts.second)
-      recomputedOps.push_back(builder.getNamedAttr(
-          name, builder.getI64IntegerAttr(counts.second)));
-  }
+      if (analysis.saved.contains(value))
+        ++byOp[savedValueKind(value)][recomputed.contains(value)   ? 1
+                                      : offloaded.contains(value) ? 2
+                                                                  : 0];
+  SmallVector<NamedAttribute> kept, recomputedOps, offloadedOps;
+  for (auto &[name, counts] : byOp)
+    for (auto [count, list] :
+         llvm::zip(counts, std::array<SmallVector<NamedAttribute> *, 3>{
+                               &kept, &recomputedOps, &offloadedOps}))
+      if (count)
+        list->push_back(
+            builder.getNamedAttr(name, builder.getI64IntegerAttr(count)));
   auto i64 = [&](uint64_t value) {
     return builder.getI64IntegerAttr(int64_t(value));
   };
@@ -381,28 +500,39 @@ void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
           builder.getNamedAttr("kept", builder.getDictionaryAttr(kept)),
           builder.getNamedAttr("recomputed",
                                builder.getDictionaryAttr(recomputedOps)),
+          builder.getNamedAttr("offloaded",
+                               builder.getDictionaryAttr(offloadedOps)),
+          builder.getNamedAttr("host_bytes", i64(offloadBytes)),
           builder.getNamedAttr("recomputed_flops",
                                builder.getF64FloatAttr(flops)),
           builder.getNamedAttr("step_flops",
                                builder.getF64FloatAttr(stepFlops)),
       }));
-  InFlightDiagnostic remark = emitRemark(module.getLoc());
-  remark << "rematerialize: budget " << ::qlora::formatByteSize(int64_t(budget))
-         << " (" << ::qlora::formatByteSize(int64_t(reserve))
-         << " of it for the runtime), arena " << ::qlora::formatByteSize(int64_t(before.arenaBytes()))
-         << " -> " << ::qlora::formatByteSize(int64_t(after)) << "; recomputing "
-         << chosen.size() << " saved values (";
-  llvm::interleaveComma(recomputedOps, remark, [&](NamedAttribute entry) {
-    remark << entry.getName().getValue() << " x"
-           << cast<IntegerAttr>(entry.getValue()).getInt();
-  });
-  remark << "), keeping ";
+  auto list = [](InFlightDiagnostic &remark, ArrayRef<NamedAttribute> ops) {
+    remark << "(";
+    llvm::interleaveComma(ops, remark, [&](NamedAttribute entry) {
+      remark << entry.getName().getValue() << " x"
+             << cast<IntegerAttr>(entry.getValue()).getInt();
+    });
+    remark << ")";
+  };
   int64_t keptCount = 0;
   for (NamedAttribute entry : kept)
     keptCount += cast<IntegerAttr>(entry.getValue()).getInt();
-  remark << keptCount << "; +" << formatFlops(flops) << " per micro-batch ("
+  InFlightDiagnostic remark = emitRemark(module.getLoc());
+  remark << "rematerialize: budget " << ::qlora::formatByteSize(int64_t(budget))
+         << " (" << ::qlora::formatByteSize(int64_t(reserve))
+         << " of it for the runtime), arena "
+         << ::qlora::formatByteSize(int64_t(before.arenaBytes())) << " -> "
+         << ::qlora::formatByteSize(int64_t(after)) << "; recomputing "
+         << chosen.size() << " saved values ";
+  list(remark, recomputedOps);
+  remark << ", offloading " << offload.size() << " to host memory ";
+  list(remark, offloadedOps);
+  remark << ", keeping " << keptCount << "; +" << formatFlops(flops)
+         << " per micro-batch ("
          << fmt::format("{:.1f}", stepFlops > 0 ? 100.0 * flops / stepFlops
-                                               : 0.0)
+                                                : 0.0)
          << "% of the step's matrix work)";
 }
 

@@ -34,6 +34,8 @@ namespace qlora::step {
 /// The state of one call of an entry point.
 struct StepContext {
   uint8_t *arena = nullptr;
+  uint8_t *hostArena = nullptr; ///< where offloaded activations wait
+  uint64_t hostArenaBytes = 0;
   std::string error;
   bool failed() const { return !error.empty(); }
   void fail(const std::string &message) {
@@ -68,6 +70,8 @@ inline int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
     return 2;
   StepContext context;
   context.arena = host->arena;
+  context.hostArena = host->host_arena;
+  context.hostArenaBytes = host->host_arena_bytes;
   body(&context);
   if (!context.failed())
     return 0;
@@ -86,6 +90,36 @@ inline void copy(StepContext *c, int64_t src, int64_t bytes, int64_t dst) {
   if (!c->failed() && src != dst)
     std::memmove(c->u8(dst), c->u8(src), size_t(bytes));
 }
+
+/// Copies between the arena and the host arena: synchronous on the cpu, so
+/// the waits have nothing to wait for.
+inline bool hostRange(StepContext *c, int64_t hostOffset, int64_t bytes,
+                      const char *kernel) {
+  if (c->failed())
+    return false;
+  if (!c->hostArena || hostOffset < 0 || bytes < 0 ||
+      uint64_t(hostOffset) + uint64_t(bytes) > c->hostArenaBytes) {
+    c->fail(std::string(kernel) + ": the host arena does not hold [" +
+            std::to_string(hostOffset) + ", +" + std::to_string(bytes) + ")");
+    return false;
+  }
+  return true;
+}
+
+inline void offload(StepContext *c, int64_t src, int64_t bytes,
+                    int64_t hostOffset, int64_t) {
+  if (hostRange(c, hostOffset, bytes, "offload"))
+    std::memcpy(c->hostArena + hostOffset, c->u8(src), size_t(bytes));
+}
+
+inline void reload(StepContext *c, int64_t hostOffset, int64_t bytes,
+                   int64_t dst, int64_t) {
+  if (hostRange(c, hostOffset, bytes, "reload"))
+    std::memcpy(c->u8(dst), c->hostArena + hostOffset, size_t(bytes));
+}
+
+inline void offloadWait(StepContext *, int64_t) {}
+inline void reloadWait(StepContext *, int64_t) {}
 
 inline void add(StepContext *c, int64_t a, int64_t b, int64_t n, int64_t out) {
   if (!c->failed())

@@ -83,6 +83,11 @@ int runEntry(QLoRAStepContext *host, void (*body)(StepContext *)) {
   context.stream = host->stream;
   context.blas = host->blas;
   context.profiler = static_cast<StepProfiler *>(host->profiler);
+  context.hostArena = host->host_arena;
+  context.hostArenaBytes = host->host_arena_bytes;
+  context.copyStream = host->copy_stream;
+  context.events = host->events;
+  context.transfers = host->transfers;
   if (context.profiler)
     context.profiler->mark("start", context.stream);
   Status bound =
@@ -110,6 +115,93 @@ void finishLaunch(StepContext *c, const char *kernel) {
 void fillF32(StepContext *c, int64_t out, int64_t n, float value) {
   if (!c->failed())
     check(c, cuda::fillF32(f32(c, out), n, value, stream(c)), "fillF32");
+}
+
+namespace {
+
+/// Checks that a transfer fits the host arena and has its events.
+bool transferArgs(StepContext *c, int64_t hostOffset, int64_t bytes,
+                  int64_t transfer, const char *kernel) {
+  if (c->failed())
+    return false;
+  if (!c->hostArena || !c->copyStream || !c->events || transfer < 0 ||
+      uint64_t(transfer) >= c->transfers || hostOffset < 0 || bytes < 0 ||
+      uint64_t(hostOffset) + uint64_t(bytes) > c->hostArenaBytes) {
+    c->fail(std::string(kernel) + ": the host has no host arena, copy stream "
+                                  "or events for transfer " +
+            std::to_string(transfer));
+    return false;
+  }
+  return true;
+}
+
+cudaEvent_t startEvent(StepContext *c, int64_t transfer) {
+  return static_cast<cudaEvent_t>(c->events[2 * transfer]);
+}
+cudaEvent_t endEvent(StepContext *c, int64_t transfer) {
+  return static_cast<cudaEvent_t>(c->events[2 * transfer + 1]);
+}
+
+/// `from` reaches this point of its work, then `to` waits for it.
+void join(StepContext *c, cudaEvent_t event, cudaStream_t from,
+          cudaStream_t to, const char *kernel) {
+  check(c, cuda::cudaStatus(cudaEventRecord(event, from), "cudaEventRecord",
+                            __FILE__, __LINE__),
+        kernel);
+  if (!c->failed())
+    check(c, cuda::cudaStatus(cudaStreamWaitEvent(to, event, 0),
+                              "cudaStreamWaitEvent", __FILE__, __LINE__),
+          kernel);
+}
+
+/// One copy on the copy stream, after the step's work so far; its end
+/// event marks the copy alone.
+void transfer(StepContext *c, void *dst, const void *src, int64_t bytes,
+              cudaMemcpyKind kind, int64_t index, const char *kernel) {
+  cudaStream_t copies = static_cast<cudaStream_t>(c->copyStream);
+  join(c, startEvent(c, index), stream(c), copies, kernel);
+  if (!c->failed())
+    check(c, cuda::cudaStatus(cudaMemcpyAsync(dst, src, size_t(bytes), kind,
+                                              copies),
+                              "cudaMemcpyAsync", __FILE__, __LINE__),
+          kernel);
+  if (!c->failed())
+    check(c, cuda::cudaStatus(cudaEventRecord(endEvent(c, index), copies),
+                              "cudaEventRecord", __FILE__, __LINE__),
+          kernel);
+}
+
+/// The step's stream waits for transfer `index`'s copy.
+void waitForTransfer(StepContext *c, int64_t index, const char *kernel) {
+  if (transferArgs(c, 0, 0, index, kernel))
+    check(c, cuda::cudaStatus(cudaStreamWaitEvent(stream(c),
+                                                  endEvent(c, index), 0),
+                              "cudaStreamWaitEvent", __FILE__, __LINE__),
+          kernel);
+}
+
+} // namespace
+
+void offload(StepContext *c, int64_t src, int64_t bytes, int64_t hostOffset,
+             int64_t index) {
+  if (transferArgs(c, hostOffset, bytes, index, "offload"))
+    transfer(c, c->hostArena + hostOffset, at<uint8_t>(c, src), bytes,
+             cudaMemcpyDeviceToHost, index, "offload");
+}
+
+void reload(StepContext *c, int64_t hostOffset, int64_t bytes, int64_t dst,
+            int64_t index) {
+  if (transferArgs(c, hostOffset, bytes, index, "reload"))
+    transfer(c, at<uint8_t>(c, dst), c->hostArena + hostOffset, bytes,
+             cudaMemcpyHostToDevice, index, "reload");
+}
+
+void offloadWait(StepContext *c, int64_t index) {
+  waitForTransfer(c, index, "offloadWait");
+}
+
+void reloadWait(StepContext *c, int64_t index) {
+  waitForTransfer(c, index, "reloadWait");
 }
 
 void copy(StepContext *c, int64_t src, int64_t bytes, int64_t dst) {

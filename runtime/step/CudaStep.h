@@ -38,6 +38,11 @@ struct StepContext {
   void *stream = nullptr; ///< cudaStream_t
   void *blas = nullptr;   ///< cublasHandle_t on `stream`
   StepProfiler *profiler = nullptr;
+  uint8_t *hostArena = nullptr;
+  uint64_t hostArenaBytes = 0;
+  void *copyStream = nullptr; ///< cudaStream_t
+  void **events = nullptr;    ///< cudaEvent_t[2 * transfers]
+  uint64_t transfers = 0;
   std::string error;
   bool failed() const { return !error.empty(); }
   void fail(const std::string &message) {

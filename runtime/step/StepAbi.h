@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Bump when QLoRAStepContext or a kernel table changes. */
-#define QLORA_STEP_ABI_VERSION 2u
+#define QLORA_STEP_ABI_VERSION 3u
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,6 +38,14 @@ typedef struct QLoRAStepContext {
   char *error;            /* receives a message when an entry fails */
   size_t error_capacity;
   void *profiler;         /* cuda: a qlora::cuda_step::StepProfiler, or null */
+  uint8_t *host_arena;    /* offloaded activations: pinned host memory
+                             (cuda) or host memory (cpu), of the manifest's
+                             host_arena_bytes */
+  uint64_t host_arena_bytes;
+  void *copy_stream;      /* cudaStream_t the offload copies run on (cuda) */
+  void **events;          /* cudaEvent_t[2 * transfers]: each transfer's
+                             start and end (cuda) */
+  uint64_t transfers;
 } QLoRAStepContext;
 
 typedef uint32_t (*QLoRAStepAbiVersionFn)(void);

@@ -11,7 +11,8 @@ namespace {
 class CpuBackend : public StepBackend {
 public:
   CpuBackend(const StepLibrary &library, uint8_t *arena, uint64_t bytes)
-      : library_(library), arena_(arena), bytes_(bytes) {}
+      : library_(library), arena_(arena), bytes_(bytes),
+        hostArena_(library.manifest().hostArenaBytes) {}
   ~CpuBackend() override { std::free(arena_); }
 
   std::string device() const override { return "cpu"; }
@@ -39,6 +40,8 @@ public:
   }
   Status call(const std::string &role) override {
     QLoRAStepContext context = stepContext(arena_, bytes_);
+    context.host_arena = hostArena_.data();
+    context.host_arena_bytes = hostArena_.size();
     return library_.call(role, context);
   }
   Status synchronize() override { return Status::ok(); }
@@ -76,6 +79,7 @@ private:
   uint64_t bytes_;
   uint64_t snapshotOffset_ = 0;
   std::vector<uint8_t> snapshot_;
+  std::vector<uint8_t> hostArena_; ///< offloaded activations
 };
 
 } // namespace

@@ -52,6 +52,11 @@ public:
     cudaFree(snapshot_);
     cudaFree(counter_);
     cudaFreeHost(staging_);
+    for (void *event : events_)
+      cudaEventDestroy(static_cast<cudaEvent_t>(event));
+    if (copyStream_)
+      cudaStreamDestroy(copyStream_);
+    cudaFreeHost(hostArena_);
   }
 
   Status open() {
@@ -97,6 +102,24 @@ public:
     }
     QLORA_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void **>(&counter_),
                                           sizeof(unsigned long long)));
+    // Offloaded activations: pinned host memory, so that the copies run
+    // asynchronously on their own stream and the step's work overlaps them.
+    if (manifest.hostArenaBytes) {
+      hostArenaBytes_ = manifest.hostArenaBytes;
+      if (cudaMallocHost(reinterpret_cast<void **>(&hostArena_),
+                         hostArenaBytes_) != cudaSuccess) {
+        cudaGetLastError();
+        return makeError("the step offloads {:.2f} GiB of activations to "
+                         "pinned host memory, and allocating it failed",
+                         double(hostArenaBytes_) / (1 << 30));
+      }
+      QLORA_CUDA_RETURN_IF_ERROR(
+          cudaStreamCreateWithFlags(&copyStream_, cudaStreamNonBlocking));
+    }
+    events_.assign(2 * manifest.transfers, nullptr);
+    for (void *&event : events_)
+      QLORA_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(
+          reinterpret_cast<cudaEvent_t *>(&event), cudaEventDisableTiming));
     const char *graphs = std::getenv("QLORA_CUDA_GRAPHS");
     useGraphs_ = !(graphs && std::string(graphs) == "0");
     return Status::ok();
@@ -150,6 +173,11 @@ public:
     context.stream = stream_;
     context.blas = blas_;
     context.profiler = profiler_;
+    context.host_arena = hostArena_;
+    context.host_arena_bytes = hostArenaBytes_;
+    context.copy_stream = copyStream_;
+    context.events = events_.data();
+    context.transfers = events_.size() / 2;
     if (!useGraphs_ || profiler_)
       return library_.call(role, context);
     auto found = graphs_.find(role);
@@ -271,6 +299,10 @@ private:
   size_t snapshotCapacity_ = 0, snapshotBytes_ = 0;
   uint64_t snapshotOffset_ = 0;
   unsigned long long *counter_ = nullptr;
+  uint8_t *hostArena_ = nullptr;
+  uint64_t hostArenaBytes_ = 0;
+  cudaStream_t copyStream_ = nullptr;
+  std::vector<void *> events_; ///< cudaEvent_t: each transfer's start, end
 };
 
 } // namespace

@@ -87,6 +87,8 @@ json::Value StepManifest::toJson() const {
   value.set("abi_version", int64_t(abiVersion));
   value.set("library", library);
   value.set("arena_bytes", int64_t(arenaBytes));
+  value.set("host_arena_bytes", int64_t(hostArenaBytes));
+  value.set("transfers", int64_t(transfers));
   value.set("batch_size", batchSize);
   value.set("seq_len", seqLen);
   value.set("model", model);
@@ -196,6 +198,17 @@ Expected<StepManifest> StepManifest::fromJson(const json::Value &value,
   manifest.arenaBytes = uint64_t(*arena);
   manifest.batchSize = *batch;
   manifest.seqLen = *seq;
+  // Offloading came with ABI 3; earlier steps have none.
+  for (auto [key, field] : {std::pair<const char *, uint64_t *>{
+                                "host_arena_bytes", &manifest.hostArenaBytes},
+                            {"transfers", &manifest.transfers}}) {
+    if (!value.find(key))
+      continue;
+    Expected<int64_t> number = value.getInt(key);
+    if (!number || *number < 0)
+      return fail(std::string("expects ") + key + " to be an integer >= 0");
+    *field = uint64_t(*number);
+  }
   if (const json::Value *archs = value.find("architectures")) {
     if (!archs->isArray())
       return fail("expects an array 'architectures'");

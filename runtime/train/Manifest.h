@@ -122,6 +122,10 @@ struct StepManifest {
   uint32_t abiVersion = 0;                ///< runtime/step/StepAbi.h
   std::string library;                    ///< file name of the step library
   uint64_t arenaBytes = 0;
+  /// Host memory for activations offloaded between forward and backward
+  /// (qlora-rematerialize), and the number of copies there and back.
+  uint64_t hostArenaBytes = 0;
+  uint64_t transfers = 0;
   int64_t batchSize = 0, seqLen = 0;
   json::Value model;   ///< model facts: vocab_size, max_position_embeddings…
   StepOptions options; ///< what the step was compiled with (StepOptions.def)

@@ -10,6 +10,8 @@
 //    losses within 0.5%;
 //  * the seed configuration (r 8, lora_alpha 32, q/k/v/o, dropout 0.05)
 //    trains;
+//  * a step that recomputes activations under a memory budget trains as
+//    the full step;
 //  * a token id outside the vocabulary stops the step with the id, and the
 //    adapter is as it was.
 // The steps are compiled ahead of time: where this build has qlora-compile
@@ -21,6 +23,7 @@
 #include "runtime/TinyLlama.h"
 #include "runtime/train/Trainer.h"
 #include "test/runtime/TempDir.h"
+#include "test/train/DemoTraining.h"
 #include "test/train/OracleTraining.h"
 #include "runtime/train/Manifest.h"
 #include "tools/common/Process.h"
@@ -60,11 +63,21 @@ const std::vector<StepFixture> &fixtures() {
         "--lora_alpha=32", "--lora_dropout=0.05",
         "--target_modules=q_proj,k_proj,v_proj,o_proj"}},
       // The seed configuration under a budget that recomputes activations,
-      // LoRA branches with dropout among them.
+      // LoRA branches with dropout among them (the runtime's 256 MiB
+      // included).
       {"seed-cuda-remat", "demo", "cuda",
        {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
         "--lora_alpha=32", "--lora_dropout=0.05",
-        "--target_modules=q_proj,k_proj,v_proj,o_proj", "--max_memory=40MiB"}},
+        "--target_modules=q_proj,k_proj,v_proj,o_proj",
+        "--max_memory=296MiB"}},
+      // Every linear adapted, with dropout, without and with a budget that
+      // also offloads an activation to host memory.
+      {"dropout-cuda", "demo", "cuda",
+       {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
+        "--lora_alpha=16", "--lora_dropout=0.05"}},
+      {"dropout-cuda-offload", "demo", "cuda",
+       {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
+        "--lora_alpha=16", "--lora_dropout=0.05", "--max_memory=296MiB"}},
   };
   return all;
 }
@@ -145,38 +158,11 @@ TEST_F(CudaStep, MatchesTheOracleTrajectoryGradientsAndAdapter) {
   testing::expectReferenceAdapter(*ours);
 }
 
-/// 20 steps of the demo's training on the built-in text.
-Expected<std::vector<double>> demoLosses(const std::string &step,
-                                         const std::string &model) {
-  TrainingArguments args;
-  args.model_name_or_path = model;
-  args.learning_rate = 3e-3;
-  args.lr_scheduler_type = "cosine";
-  args.warmup_steps = 2;
-  args.max_steps = 20;
-  args.per_device_train_batch_size = 4;
-  Expected<TokenDataset> data = TokenDataset::fromText(
-      builtinTrainingText(), "the built-in text", 128, 1024);
-  if (!data)
-    return data.error();
-  Expected<std::unique_ptr<Trainer>> trainer =
-      Trainer::create(step, args, data.take());
-  if (!trainer)
-    return trainer.error();
-  std::vector<double> losses;
-  for (int i = 0; i < 20; ++i) {
-    Expected<StepRecord> record = (*trainer)->step();
-    if (!record)
-      return record.error();
-    losses.push_back(record->loss);
-  }
-  return losses;
-}
 
 TEST_F(CudaStep, MatchesTheCpuBackendOnTheDemoModel) {
-  Expected<std::vector<double>> gpu = demoLosses(step("demo-cuda"), *demoModel_);
+  Expected<std::vector<double>> gpu = testing::demoLosses(step("demo-cuda"), *demoModel_);
   ASSERT_TRUE(gpu) << gpu.message();
-  Expected<std::vector<double>> cpu = demoLosses(step("demo-cpu"), *demoModel_);
+  Expected<std::vector<double>> cpu = testing::demoLosses(step("demo-cpu"), *demoModel_);
   ASSERT_TRUE(cpu) << cpu.message();
   for (size_t i = 0; i < gpu->size(); ++i) {
     EXPECT_NEAR((*gpu)[i], (*cpu)[i], 0.005 * (*cpu)[i]) << "step " << i + 1;
@@ -187,7 +173,7 @@ TEST_F(CudaStep, MatchesTheCpuBackendOnTheDemoModel) {
 
 TEST_F(CudaStep, TheSeedConfigurationTrainsWithDropout) {
   Expected<std::vector<double>> losses =
-      demoLosses(step("seed-cuda"), *demoModel_);
+      testing::demoLosses(step("seed-cuda"), *demoModel_);
   ASSERT_TRUE(losses) << losses.message();
   for (double loss : *losses)
     EXPECT_TRUE(std::isfinite(loss));
@@ -195,30 +181,45 @@ TEST_F(CudaStep, TheSeedConfigurationTrainsWithDropout) {
       << "first " << losses->front() << ", last " << losses->back();
 }
 
+/// Trains the demo on `full` and on `capped` (the same step compiled under
+/// a budget); the trajectories must agree beyond the kernels' own
+/// run-to-run rounding. Prints how many losses are bit-identical.
+void expectSameTrajectory(const std::string &full, const std::string &capped,
+                          const std::string &model) {
+  Expected<StepManifest> a = StepManifest::read(full + "/manifest.json");
+  Expected<StepManifest> b = StepManifest::read(capped + "/manifest.json");
+  ASSERT_TRUE(a && b);
+  EXPECT_LT(b->arenaBytes, a->arenaBytes);
+  Expected<std::vector<double>> la = testing::demoLosses(full, model);
+  Expected<std::vector<double>> lb = testing::demoLosses(capped, model);
+  ASSERT_TRUE(la) << la.message();
+  ASSERT_TRUE(lb) << lb.message();
+  int identical = 0;
+  for (size_t i = 0; i < la->size(); ++i) {
+    EXPECT_NEAR((*lb)[i], (*la)[i], 1e-4 * (*la)[i]) << "step " << i + 1;
+    identical += (*la)[i] == (*lb)[i];
+  }
+  std::printf("%s: %d of %zu losses bit-identical; last %.6f (full) and "
+              "%.6f\n",
+              capped.c_str(), identical, la->size(), la->back(), lb->back());
+}
+
 TEST_F(CudaStep, RecomputingUnderABudgetTrainsAsTheFullStep) {
   // Recomputation reruns the forward's kernels on the same inputs with the
-  // same dropout masks: the trajectory must not move beyond the kernels' own
-  // run-to-run rounding.
-  Expected<StepManifest> full =
-      StepManifest::read(step("seed-cuda") + "/manifest.json");
-  Expected<StepManifest> capped =
-      StepManifest::read(step("seed-cuda-remat") + "/manifest.json");
-  ASSERT_TRUE(full && capped);
-  EXPECT_LT(capped->arenaBytes, full->arenaBytes);
-  EXPECT_LE(capped->arenaBytes, uint64_t(40) << 20);
-  Expected<std::vector<double>> a = demoLosses(step("seed-cuda"), *demoModel_);
-  Expected<std::vector<double>> b =
-      demoLosses(step("seed-cuda-remat"), *demoModel_);
-  ASSERT_TRUE(a) << a.message();
-  ASSERT_TRUE(b) << b.message();
-  int identical = 0;
-  for (size_t i = 0; i < a->size(); ++i) {
-    EXPECT_NEAR((*b)[i], (*a)[i], 1e-4 * (*a)[i]) << "step " << i + 1;
-    identical += (*a)[i] == (*b)[i];
-  }
-  std::printf("%d of %zu losses bit-identical; last %.6f (full) and %.6f "
-              "(recomputing)\n",
-              identical, a->size(), a->back(), b->back());
+  // same dropout masks.
+  expectSameTrajectory(step("seed-cuda"), step("seed-cuda-remat"),
+                       *demoModel_);
+}
+
+TEST_F(CudaStep, OffloadingToHostMemoryTrainsAsTheFullStep) {
+  // The offloaded activation crosses to pinned host memory on the copy
+  // stream and back; the CUDA graph orders the copies with the events.
+  Expected<StepManifest> offloading =
+      StepManifest::read(step("dropout-cuda-offload") + "/manifest.json");
+  ASSERT_TRUE(offloading);
+  EXPECT_GT(offloading->hostArenaBytes, 0u);
+  expectSameTrajectory(step("dropout-cuda"), step("dropout-cuda-offload"),
+                       *demoModel_);
 }
 
 TEST_F(CudaStep, ATokenOutsideTheVocabularyStopsTheStepAndKeepsTheAdapter) {

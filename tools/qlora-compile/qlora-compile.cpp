@@ -150,11 +150,13 @@ std::string memoryPlan(ModuleOp module) {
       "Memory plan under --max_memory {}: arena {} -> {} (named slots {}; "
       "the runtime holds {} beside it)\n"
       "  recomputed in the backward: {}\n"
+      "  offloaded to host memory ({}): {}\n"
       "  kept from the forward: {}\n"
       "  recomputed work: {} per micro-batch ({:.1f}% of the step's matrix "
       "work)\n",
       bytes("budget"), bytes("arena_before"), bytes("arena_after"),
-      bytes("named_slots"), bytes("runtime_reserve"), counts("recomputed"), counts("kept"),
+      bytes("named_slots"), bytes("runtime_reserve"), counts("recomputed"),
+      bytes("host_bytes"), counts("offloaded"), counts("kept"),
       formatFlops(flops), stepFlops > 0 ? 100.0 * flops / stepFlops : 0.0);
 }
 
