@@ -48,18 +48,21 @@ uint64_t ArenaAllocator::assign() {
   return total;
 }
 
-uint64_t ArenaAllocator::peakLiveBytes() const {
+std::pair<uint64_t, int64_t> ArenaAllocator::peak() const {
   std::map<int64_t, int64_t> delta;
   for (const Buffer &buffer : buffers_) {
     delta[buffer.first] += int64_t(buffer.bytes);
     delta[buffer.last + 1] -= int64_t(buffer.bytes);
   }
-  int64_t live = 0, peak = 0;
+  int64_t live = 0, peak = 0, at = 0;
   for (const auto &[point, change] : delta) {
     live += change;
-    peak = std::max(peak, live);
+    if (live > peak) {
+      peak = live;
+      at = point;
+    }
   }
-  return uint64_t(peak);
+  return {uint64_t(peak), at};
 }
 
 } // namespace mlir::qlora

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace mlir::qlora {
@@ -28,8 +29,10 @@ public:
   uint64_t assign();
 
   uint64_t offsetOf(size_t index) const { return buffers_[index].offset; }
-  /// The largest sum of bytes live at one point: the lower bound.
-  uint64_t peakLiveBytes() const;
+  /// The largest sum of bytes live at one point (the lower bound), and the
+  /// first point where it is reached.
+  std::pair<uint64_t, int64_t> peak() const;
+  uint64_t peakLiveBytes() const { return peak().first; }
 
 private:
   struct Buffer {

@@ -115,18 +115,23 @@ public:
     // Temporaries: the entry functions never run at the same time, so each
     // plans from the same base and the region is the largest plan.
     uint64_t temporaryBytes = 0, peakLive = 0;
+    std::string peakOp;
     for (func::FuncOp func : entries) {
-      FailureOr<std::pair<uint64_t, uint64_t>> planned =
+      FailureOr<FunctionPlan> planned =
           planFunction(func, byName, persistentBytes);
       if (failed(planned))
         return failure();
-      temporaryBytes = std::max(temporaryBytes, planned->first);
-      peakLive = std::max(peakLive, planned->second);
+      if (planned->regionBytes > temporaryBytes) {
+        temporaryBytes = planned->regionBytes;
+        peakOp = planned->peakOp;
+      }
+      peakLive = std::max(peakLive, planned->peakLiveBytes);
     }
     FailureOr<std::pair<uint64_t, int64_t>> host = planHost(entries);
     if (failed(host))
       return failure();
-    ArenaSizes sizes{persistentBytes, temporaryBytes, peakLive, host->first};
+    ArenaSizes sizes{persistentBytes, temporaryBytes, peakLive, host->first,
+                     peakOp};
     if (annotate) {
       if (host->first || host->second) {
         module->setAttr(kHostArenaBytesAttr,
@@ -310,9 +315,14 @@ private:
     return inPlace;
   }
 
-  /// Plans the temporaries and workspaces of `func`; returns the region
-  /// size and the peak of live bytes.
-  FailureOr<std::pair<uint64_t, uint64_t>>
+  struct FunctionPlan {
+    uint64_t regionBytes;   ///< temporaries and workspaces
+    uint64_t peakLiveBytes; ///< at the peak
+    std::string peakOp;     ///< "qlora.swiglu_grad at loc(...)"
+  };
+
+  /// Plans the temporaries and workspaces of `func`.
+  FailureOr<FunctionPlan>
   planFunction(func::FuncOp func, const llvm::StringMap<BufferAttr> &slots,
                uint64_t base) {
     Builder builder(func.getContext());
@@ -381,7 +391,14 @@ private:
                           builder.getDenseI64ArrayAttr(offsets));
       }
     }
-    return std::make_pair(size, allocator.peakLiveBytes());
+    auto [peakBytes, peakAt] = allocator.peak();
+    std::string peakOp;
+    for (Operation &op : func.getBody().front())
+      if (position.lookup(&op) == peakAt) {
+        llvm::raw_string_ostream stream(peakOp);
+        stream << op.getName() << " at " << op.getLoc();
+      }
+    return FunctionPlan{size, peakBytes, peakOp};
   }
 };
 

@@ -23,6 +23,9 @@ struct ArenaSizes {
   uint64_t temporaryBytes = 0;  ///< the largest entry function's region
   uint64_t peakLiveBytes = 0;   ///< its peak of live bytes (no fragmentation)
   uint64_t hostBytes = 0;       ///< offloaded activations, in host memory
+  /// The op where the largest function's live bytes peak: its name and
+  /// location, for messages.
+  std::string peakOp;
   uint64_t arenaBytes() const { return persistentBytes + temporaryBytes; }
 };
 

@@ -164,6 +164,7 @@ LogicalResult BuildTrainStepPass::buildTrainStep(
     return failure();
 
   // Gradients per name, then accumulation into grad:<name>.
+  llvm::DenseMap<Operation *, Operation *> accumulatedAfter;
   unsigned index = 0;
   bool anyGrad = false;
   for (auto &[name, trainable] : params) {
@@ -184,9 +185,19 @@ LogicalResult BuildTrainStepPass::buildTrainStep(
     anyGrad = true;
     Location paramLoc = trainable.refs.front().getLoc();
     std::string slot = ("grad:" + name).str();
+    // Accumulate as soon as the gradient exists, so that it is not held to
+    // the end of the backward (hundreds of MB for a 7B model's adapters).
+    // Several gradients of one op (dA, dB) accumulate in their order.
+    OpBuilder::InsertionGuard guard(builder);
+    if (Operation *def = trainable.grad.getDefiningOp())
+      builder.setInsertionPointAfter(accumulatedAfter.lookup(def)
+                                         ? accumulatedAfter.lookup(def)
+                                         : def);
     Value acc = StateOp::create(builder, paramLoc, trainable.type, slot);
     Value sum = AddOp::create(builder, paramLoc, acc, trainable.grad);
-    AssignOp::create(builder, paramLoc, slot, sum);
+    Operation *assign = AssignOp::create(builder, paramLoc, slot, sum);
+    if (Operation *def = trainable.grad.getDefiningOp())
+      accumulatedAfter[def] = assign;
   }
   if (!anyGrad)
     return trainStep.emitError("qlora-build-train-step: expects the loss to "

@@ -220,6 +220,8 @@ private:
   /// offloaded, measured on a copy.
   FailureOr<uint64_t> measure(ArrayRef<Candidate> recompute,
                               ArrayRef<Candidate> offload);
+  /// Where the last plan measured peaks.
+  std::string lastPeakOp;
   SmallVector<Candidate> candidates(const StepAnalysis &analysis,
                                     func::FuncOp func);
   /// Recomputes, then offloads (in `func`, whose values `mapping` maps from
@@ -299,6 +301,7 @@ RematerializePass::measure(ArrayRef<Candidate> recompute,
       planArena(*copy, *description, {}, /*annotate=*/false);
   if (failed(sizes))
     return failure();
+  lastPeakOp = sizes->peakOp;
   return sizes->arenaBytes();
 }
 
@@ -427,6 +430,9 @@ void RematerializePass::runOnOperation() {
           return signalPassFailure();
     }
     if (!fits) {
+      // Where the smallest plan peaks, for the user to act on.
+      if (failed(measure(recompute, offload)))
+        return signalPassFailure();
       module.emitError()
           << "qlora-rematerialize: max-memory "
           << ::qlora::formatByteSize(int64_t(requested))
@@ -440,7 +446,8 @@ void RematerializePass::runOnOperation() {
           << ", and the smallest plan found, recomputing "
           << recompute.size() << " and offloading " << offload.size()
           << " of " << all.size() << " saved activations, plans "
-          << ::qlora::formatByteSize(int64_t(arena));
+          << ::qlora::formatByteSize(int64_t(arena)) << ", at its peak at "
+          << lastPeakOp;
       return signalPassFailure();
     }
     apply(func, *analysis, recompute, offload, nullptr);

@@ -31,8 +31,11 @@
 // CHECK: qlora.rms_norm_grad
 // CHECK: qlora.attention_grad
 // CHECK: qlora.rope_grad
-// CHECK-COUNT-2: qlora.lora_grad
-// CHECK-COUNT-4: qlora.assign "grad:base_model.model.model.layers.0.self_attn.
+// Each adapter's gradient is accumulated as soon as its lora_grad made it.
+// CHECK: qlora.lora_grad
+// CHECK-COUNT-2: qlora.assign "grad:base_model.model.model.layers.0.self_attn.v_proj.
+// CHECK: qlora.lora_grad
+// CHECK-COUNT-2: qlora.assign "grad:base_model.model.model.layers.0.self_attn.q_proj.
 // CHECK-LABEL: func.func @apply_gradients()
 // CHECK-NOT: qlora.clip_coefficient
 // CHECK-COUNT-4: qlora.adamw
