@@ -22,6 +22,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
 
 #include <map>
@@ -163,6 +164,22 @@ private:
     uint64_t cursor = 0;
     int64_t transfers = 0;
     for (func::FuncOp func : entries) {
+      // A wait must follow the copy it waits for, in the same function.
+      llvm::DenseSet<int64_t> started;
+      for (Operation &op : func.getBody().front()) {
+        if (auto offload = dyn_cast<OffloadOp>(op))
+          started.insert(offload.getTransfer());
+        else if (auto reload = dyn_cast<ReloadOp>(op))
+          started.insert(reload.getTransfer());
+        int64_t waited = -1;
+        if (auto wait = dyn_cast<OffloadWaitOp>(op))
+          waited = wait.getTransfer();
+        else if (auto wait = dyn_cast<ReloadWaitOp>(op))
+          waited = wait.getTransfer();
+        if (waited >= 0 && !started.contains(waited))
+          return op.emitError() << "qlora-plan-memory: waits for transfer "
+                                << waited << " before it starts";
+      }
       for (Operation &op : func.getBody().front()) {
         StringRef name;
         Type type;

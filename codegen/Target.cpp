@@ -35,6 +35,10 @@ double TargetDescription::peakFlopsPerSecond() const {
   return kind_ == TargetKind::Cuda ? 760e12 : 100e9;
 }
 
+double TargetDescription::hostLinkBytesPerSecond() const {
+  return kind_ == TargetKind::Cuda ? 40e9 : 10e9;
+}
+
 double TargetDescription::memoryBytesPerSecond() const {
   return kind_ == TargetKind::Cuda ? 4.8e12 : 20e9;
 }

@@ -395,7 +395,8 @@ def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
   let options = [
     Option<"maxMemory", "max-memory", "std::string", "\"0\"",
            "the budget: 6.1GiB, 48GB, bytes, or 0 for none">,
-    Option<"offloadActivations", "offload", "bool", "true",
+    Option<"offloadActivations", "offload-activations", "bool",
+           "::qlora::step_option_defaults::offload_activations",
            "offload what recomputation leaves kept to host memory when the "
            "budget needs it">,
     Option<"target", "target", "std::string", "\"cpu\"",

@@ -64,6 +64,7 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
   if (options.buildTrainStep && options.max_memory.getValue() != "0") {
     RematerializePassOptions remat;
     remat.maxMemory = options.max_memory;
+    remat.offloadActivations = options.offload_activations;
     remat.target = options.target;
     pm.addPass(createRematerializePass(remat));
   }

@@ -142,65 +142,76 @@ int64_t rewrite(func::FuncOp func, const StepAnalysis &analysis,
   return cloned;
 }
 
-/// Offloads each of `offload` (in forward order) to a host slot: the copy
-/// starts after its op, the device copy is released after its last forward
-/// reader, and a reload (issued where the previous offloaded value comes
-/// back, so that it overlaps that value's backward) precedes its first
-/// backward reader, which reads the reloaded tensor, as every later backward
-/// reader (recomputed clones included) does.
+/// Offloads each of `offload` to a host slot: the copy starts after the
+/// value's op, the device copy is released after its last forward reader,
+/// the reload is issued early enough in the backward that the copy (at the
+/// target's host link speed, by the roofline of the ops between) arrives
+/// before the first backward reader, and every backward reader (recomputed
+/// clones included) reads the reloaded tensor.
 void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
-                   ArrayRef<Value> offload) {
+                   ArrayRef<Value> offload,
+                   const TargetDescription &target) {
   Block &body = func.getBody().front();
   llvm::DenseMap<Operation *, int64_t> position;
-  int64_t index = 0;
-  for (Operation &op : body)
-    position[&op] = index++;
-  struct Offloaded {
-    Value value;
-    Operation *lastForward;
-    Operation *firstBackward;
-  };
-  SmallVector<Offloaded> values;
-  for (Value value : offload) {
-    Offloaded entry{value, value.getDefiningOp(), nullptr};
+  SmallVector<Operation *> ops;
+  SmallVector<double> elapsed; // roofline seconds before each op
+  double clock = 0;
+  for (Operation &op : body) {
+    position[&op] = int64_t(ops.size());
+    ops.push_back(&op);
+    elapsed.push_back(clock);
+    clock += estimateCost(&op).seconds(target);
+  }
+  int64_t backwardStart = int64_t(ops.size());
+  for (Operation *op : ops)
+    if (!analysis.forward.contains(op) && !isa<ParamOp, InputOp, StateOp>(op)) {
+      backwardStart = position.lookup(op);
+      break;
+    }
+  OpBuilder builder(func.getContext());
+  for (auto [i, offloaded] : llvm::enumerate(offload)) {
+    Value value = offloaded;
+    Operation *lastForward = value.getDefiningOp(), *firstBackward = nullptr;
     for (Operation *user : value.getUsers()) {
       if (analysis.forward.contains(user)) {
-        if (position.lookup(user) > position.lookup(entry.lastForward))
-          entry.lastForward = user;
-      } else if (!entry.firstBackward || position.lookup(user) <
-                                             position.lookup(entry.firstBackward)) {
-        entry.firstBackward = user;
+        if (position.lookup(user) > position.lookup(lastForward))
+          lastForward = user;
+      } else if (!firstBackward || position.lookup(user) <
+                                       position.lookup(firstBackward)) {
+        firstBackward = user;
       }
     }
-    if (entry.firstBackward)
-      values.push_back(entry);
-  }
-  // Reloads in the order the backward needs them.
-  SmallVector<size_t> byUse(values.size());
-  for (size_t i = 0; i < values.size(); ++i)
-    byUse[i] = i;
-  llvm::stable_sort(byUse, [&](size_t a, size_t b) {
-    return position.lookup(values[a].firstBackward) <
-           position.lookup(values[b].firstBackward);
-  });
-  OpBuilder builder(func.getContext());
-  for (auto [order, i] : llvm::enumerate(byUse)) {
-    Offloaded &entry = values[i];
+    if (!firstBackward)
+      continue;
     std::string slot = "offload:" + std::to_string(i);
     int64_t out = 2 * int64_t(i), back = out + 1;
-    Location loc = entry.value.getLoc();
-    builder.setInsertionPointAfter(entry.value.getDefiningOp());
-    OffloadOp::create(builder, loc, slot, out, entry.value);
-    builder.setInsertionPointAfter(entry.lastForward);
-    OffloadWaitOp::create(builder, loc, slot, out, entry.value);
-    Operation *issue = order == 0 ? entry.firstBackward
-                                  : values[byUse[order - 1]].firstBackward;
-    builder.setInsertionPoint(issue);
-    auto reload = ReloadOp::create(builder, loc, entry.value.getType(), slot,
-                                   back);
-    builder.setInsertionPoint(entry.firstBackward);
+    Location loc = value.getLoc();
+    double copySeconds =
+        valueBytes(value.getType()) / target.hostLinkBytesPerSecond();
+    builder.setInsertionPointAfter(value.getDefiningOp());
+    auto start = OffloadOp::create(builder, loc, slot, out, value);
+    // The wait goes after the last forward reader and after the ops the
+    // copy takes to run beside (within the forward); the device copy is
+    // held until then.
+    int64_t defined = position.lookup(value.getDefiningOp());
+    int64_t wait = position.lookup(lastForward);
+    while (wait + 1 < backwardStart &&
+           elapsed[wait + 1] - elapsed[defined + 1] < copySeconds)
+      ++wait;
+    builder.setInsertionPointAfter(wait == defined ? start.getOperation()
+                                                   : ops[wait]);
+    OffloadWaitOp::create(builder, loc, slot, out, value);
+    // Half again the copy's time ahead of the first reader.
+    double lead = 1.5 * copySeconds;
+    int64_t use = position.lookup(firstBackward), issue = use;
+    while (issue > backwardStart &&
+           elapsed[use] - elapsed[issue] < lead)
+      --issue;
+    builder.setInsertionPoint(ops[issue]);
+    auto reload = ReloadOp::create(builder, loc, value.getType(), slot, back);
+    builder.setInsertionPoint(firstBackward);
     ReloadWaitOp::create(builder, loc, slot, back, reload.getResult());
-    entry.value.replaceUsesWithIf(reload.getResult(), [&](OpOperand &use) {
+    value.replaceUsesWithIf(reload.getResult(), [&](OpOperand &use) {
       Operation *user = use.getOwner();
       return !analysis.forward.contains(user) &&
              !isa<OffloadOp, OffloadWaitOp, ReloadWaitOp>(user);
@@ -226,9 +237,9 @@ private:
                                     func::FuncOp func);
   /// Recomputes, then offloads (in `func`, whose values `mapping` maps from
   /// the candidates' module when given).
-  static void apply(func::FuncOp func, const StepAnalysis &analysis,
-                    ArrayRef<Candidate> recompute,
-                    ArrayRef<Candidate> offload, IRMapping *mapping) {
+  void apply(func::FuncOp func, const StepAnalysis &analysis,
+             ArrayRef<Candidate> recompute, ArrayRef<Candidate> offload,
+             IRMapping *mapping) {
     auto map = [&](Value value) {
       return mapping ? mapping->lookup(value) : value;
     };
@@ -239,7 +250,7 @@ private:
     SmallVector<Value> offloaded;
     for (const Candidate &candidate : offload)
       offloaded.push_back(map(candidate.value));
-    offloadValues(func, analysis, offloaded);
+    offloadValues(func, analysis, offloaded, *description);
   }
   void record(const StepAnalysis &analysis, uint64_t budget, uint64_t reserve,
               const ArenaSizes &before, uint64_t after,
@@ -385,6 +396,8 @@ void RematerializePass::runOnOperation() {
         return &into == &recompute ? measure(trial, offload)
                                    : measure(recompute, trial);
       };
+      if (group.empty())
+        return success();
       FailureOr<uint64_t> size = sizeWith(group.size());
       if (failed(size))
         return failure();
@@ -414,21 +427,69 @@ void RematerializePass::runOnOperation() {
       fits = true;
       return success();
     };
-    for (const SmallVector<Candidate> &group : groupsOf(all, cheapestPerByte))
-      if (!fits && failed(tryGroup(group, recompute)))
+    // Four phases, each group measured:
+    //  1. recompute what costs less per byte than a tenth of copying it over
+    //     the host link (elementwise results);
+    //  2. offload, most expensive to recompute first, as much as the link
+    //     moves while the forward runs (the copies hide behind compute);
+    //  3. recompute the rest, cheapest per byte first;
+    //  4. offload what is still kept, largest first, though copies may then
+    //     stall the step.
+    double linkSecondsPerByte = 1.0 / description->hostLinkBytesPerSecond();
+    double linkCapacity = 0;
+    for (Operation *op : analysis->forward)
+      linkCapacity += estimateCost(op).seconds(*description);
+    linkCapacity *= description->hostLinkBytesPerSecond();
+    llvm::DenseSet<Value> decided;
+    auto undecided = [&](ArrayRef<Candidate> group) {
+      SmallVector<Candidate> left;
+      for (const Candidate &candidate : group)
+        if (!decided.contains(candidate.value))
+          left.push_back(candidate);
+      return left;
+    };
+
+    auto take = [&](ArrayRef<Candidate> group,
+                    SmallVector<Candidate> &into) -> LogicalResult {
+      size_t before = into.size();
+      if (failed(tryGroup(group, into)))
+        return failure();
+      for (size_t i = before; i < into.size(); ++i)
+        decided.insert(into[i].value);
+      return success();
+    };
+    auto costlierPerByte = [&](const Key &a, const Key &b) {
+      return cheapestPerByte(b, a);
+    };
+    SmallVector<SmallVector<Candidate>> byRatio =
+        groupsOf(all, cheapestPerByte);
+    for (const SmallVector<Candidate> &group : byRatio)
+      if (!fits && group.front().seconds / group.front().bytes <
+                       0.1 * linkSecondsPerByte &&
+          failed(take(undecided(group), recompute)))
         return signalPassFailure();
     if (!fits && offloadActivations) {
-      llvm::DenseSet<Value> recomputed;
-      for (const Candidate &candidate : recompute)
-        recomputed.insert(candidate.value);
-      SmallVector<Candidate> kept;
-      for (const Candidate &candidate : all)
-        if (!recomputed.contains(candidate.value))
-          kept.push_back(candidate);
-      for (const SmallVector<Candidate> &group : groupsOf(kept, largest))
-        if (!fits && failed(tryGroup(group, offload)))
+      double moved = 0;
+      for (const SmallVector<Candidate> &group :
+           groupsOf(undecided(all), costlierPerByte)) {
+        double bytes = group.front().bytes * double(group.size());
+        if (fits || moved + bytes > linkCapacity)
+          continue;
+        size_t before = offload.size();
+        if (failed(take(group, offload)))
           return signalPassFailure();
+        for (size_t i = before; i < offload.size(); ++i)
+          moved += offload[i].bytes;
+      }
     }
+    for (const SmallVector<Candidate> &group : byRatio)
+      if (!fits && failed(take(undecided(group), recompute)))
+        return signalPassFailure();
+    if (!fits && offloadActivations)
+      for (const SmallVector<Candidate> &group :
+           groupsOf(undecided(all), largest))
+        if (!fits && failed(take(group, offload)))
+          return signalPassFailure();
     if (!fits) {
       // Where the smallest plan peaks, for the user to act on.
       if (failed(measure(recompute, offload)))

@@ -2,7 +2,7 @@
 
 // Tests that a budget no plan fits is refused at compile time with the
 // numbers: the named slots, the plan as built and the smallest plan found.
-// expected-error-re @+1 {{qlora-rematerialize: max-memory 300.00 KiB cannot be met: the runtime holds 0 B beside the arena, the named slots (weights, adapters, optimizer state, inputs) take {{[0-9.]+}} KiB, the step as built plans {{[0-9.]+}} MiB, and the smallest plan found, recomputing {{[0-9]+}} and offloading {{[0-9]+}} of {{[0-9]+}} saved activations, plans {{[0-9.]+}} MiB, at its peak at qlora.{{[a-z_]+}} at {{.*}}}}
+// expected-error-re @+1 {{qlora-rematerialize: max-memory 300.00 KiB cannot be met: the runtime holds 0 B beside the arena, the named slots (weights, adapters, optimizer state, inputs) take {{[0-9.]+}} KiB, the step as built plans {{[0-9.]+}} MiB, and the smallest plan found, recomputing {{[0-9]+}} and offloading {{[0-9]+}} of {{[0-9]+}} saved activations, plans {{[0-9.]+ [KM]iB}}, at its peak at qlora.{{[a-z_]+}} at {{.*}}}}
 module {
   func.func @forward() -> tensor<f32> {
     %ids = qlora.input "input_ids" : tensor<4x64xi32>

@@ -1,7 +1,7 @@
 // RUN: qlora-opt %s --qlora-pipeline | FileCheck %s --check-prefix=NONE
 // RUN: qlora-opt %s --qlora-pipeline="max-memory=1GB" 2>&1 | FileCheck %s --check-prefix=ROOM
-// RUN: qlora-opt %s --qlora-pipeline="max-memory=1.2MiB" 2>&1 | FileCheck %s --check-prefix=TIGHT
-// RUN: qlora-opt %s --qlora-pipeline="max-memory=288.75MiB target=cuda" 2>&1 | FileCheck %s --check-prefix=TIGHT
+// RUN: qlora-opt %s --qlora-pipeline="max-memory=1.2MiB offload-activations=false" 2>&1 | FileCheck %s --check-prefix=TIGHT
+// RUN: qlora-opt %s --qlora-pipeline="max-memory=288.75MiB target=cuda offload-activations=false" 2>&1 | FileCheck %s --check-prefix=TIGHT
 // RUN: qlora-opt %s --qlora-pipeline="max-memory=1.1MiB" 2>&1 | FileCheck %s --check-prefix=OFFLOAD
 // RUN: qlora-opt %s --qlora-pipeline="max-memory=1.1MiB" --qlora-plan-memory 2>&1 | FileCheck %s --check-prefix=HOST
 // (cuda's named slots hold cuBLAS's 32 MiB workspace too, and its runtime
@@ -18,7 +18,7 @@
 // ROOM: remark: rematerialize: budget 953.67 MiB (0 B of it for the runtime), arena [[ARENA:.*]] -> [[ARENA]]; recomputing 0 saved values (), offloading 0 to host memory (), keeping
 // ROOM-NOT: qlora.recomputed
 //
-// A tight budget: some saved values are recomputed, every clone sits in the
+// A tight budget, recomputing only: some saved values are recomputed, every clone sits in the
 // backward (after the loss gradient) and feeds a backward reader, and the
 // plan is recorded on the module.
 // TIGHT: remark: rematerialize: budget {{.*}}, arena {{.*}}; recomputing {{[1-9][0-9]*}} saved values
@@ -31,25 +31,25 @@
 // TIGHT-LABEL: func.func @apply_gradients
 // TIGHT-NOT: qlora.recomputed
 //
-// Below what recomputation reaches, kept values go to host memory: the copy
+// With offloading (the default), values go to host memory: the copy
 // starts after the value's op in the forward, its device memory is released
 // after the last forward reader, and the backward reads the reloaded copy,
 // which is waited for before its first reader.
 // OFFLOAD: remark: rematerialize: {{.*}}, offloading {{[1-9][0-9]*}} to host memory (
 // OFFLOAD-LABEL: func.func @train_step
 // OFFLOAD-NOT: qlora.cross_entropy_grad
-// OFFLOAD: qlora.offload "offload:0", %[[V:[^ ]+]] {transfer = 0 : i64}
-// OFFLOAD: qlora.offload_wait "offload:0", %[[V]] {transfer = 0 : i64}
+// OFFLOAD: qlora.offload "[[SLOT:offload:[0-9]+]]", %[[V:[^ ]+]] {transfer = [[OUT:[0-9]+]] : i64}
+// OFFLOAD: qlora.offload_wait "[[SLOT]]", %[[V]] {transfer = [[OUT]] : i64}
 // OFFLOAD: qlora.cross_entropy_grad
-// OFFLOAD: %[[R:[^ ]+]] = qlora.reload "offload:0" {transfer = 1 : i64}
-// OFFLOAD: qlora.reload_wait "offload:0", %[[R]] {transfer = 1 : i64}
-// OFFLOAD-NEXT: {{.*}}%[[R]]
+// OFFLOAD: %[[R:[^ ]+]] = qlora.reload "[[SLOT]]"
+// OFFLOAD: qlora.reload_wait "[[SLOT]]", %[[R]]
+// OFFLOAD: = qlora.{{[a-z_]+}} {{.*}}%[[R]]
 //
 // The planner gives the host slot its offset and sizes the host arena.
 // HOST: qlora.host_arena_bytes = {{[1-9][0-9]*}} : i64
-// HOST-SAME: qlora.transfers = 2 : i64
-// HOST: qlora.offload "offload:0", {{.*}}qlora.host_offset = 0 : i64
-// HOST: qlora.reload "offload:0" {{.*}}qlora.host_offset = 0 : i64
+// HOST-SAME: qlora.transfers = {{[1-9][0-9]*}} : i64
+// HOST: qlora.offload "[[HSLOT:offload:[0-9]+]]", {{.*}}qlora.host_offset = [[HOFF:[0-9]+]] : i64
+// HOST: qlora.reload "[[HSLOT]]" {{.*}}qlora.host_offset = [[HOFF]] : i64
 func.func @forward() -> tensor<f32> {
   %ids = qlora.input "input_ids" : tensor<4x64xi32>
   %labels = qlora.input "labels" : tensor<4x64xi32>

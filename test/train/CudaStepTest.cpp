@@ -77,7 +77,8 @@ const std::vector<StepFixture> &fixtures() {
         "--lora_alpha=16", "--lora_dropout=0.05"}},
       {"dropout-cuda-offload", "demo", "cuda",
        {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
-        "--lora_alpha=16", "--lora_dropout=0.05", "--max_memory=296MiB"}},
+        "--lora_alpha=16", "--lora_dropout=0.05",
+        "--max_memory=296.2MiB"}},
   };
   return all;
 }

@@ -85,13 +85,16 @@ TEST(Rematerialize, RecomputedBranchesWithDropoutTrainBitIdentically) {
   ASSERT_TRUE(compile(model, dir.file("full"), 2, 64));
   Expected<StepManifest> full = manifestOf(dir.file("full"));
   ASSERT_TRUE(full) << full.message();
-  // Tight enough that LoRA branches with dropout are recomputed too.
+  // Tight enough that LoRA branches with dropout are recomputed too, and
+  // nothing offloaded.
   uint64_t budget = full->arenaBytes * 77 / 100;
   ASSERT_TRUE(compile(model, dir.file("capped"), 2, 64,
-                      {"--max_memory", std::to_string(budget)}));
+                      {"--max_memory", std::to_string(budget),
+                       "--offload_activations=false"}));
   Expected<StepManifest> capped = manifestOf(dir.file("capped"));
   ASSERT_TRUE(capped) << capped.message();
   EXPECT_LE(capped->arenaBytes, budget);
+  EXPECT_EQ(capped->hostArenaBytes, 0u);
   EXPECT_GT(countMarked(dir.file("capped"), "qlora.lora_linear",
                         "qlora.recomputed"),
             0);
