@@ -36,6 +36,11 @@ double TargetDescription::peakFlopsPerSecond() const {
 }
 
 double TargetDescription::hostLinkBytesPerSecond() const {
+  // cuda: what the H200's link moves beside the step's kernels, as the
+  // plans that use it run fastest. Alone it measures 55.1 GB/s each way
+  // (`qlora-bench kernels`); budgeting 2, 4 or 8 GB of offloads per 7B
+  // step by 20, 40 or 55 GB/s gave 12,001, 12,162 and 11,291 tokens/s
+  // under 6.1 GiB (docs/measurements/h200-host-link.txt).
   return kind_ == TargetKind::Cuda ? 40e9 : 10e9;
 }
 

@@ -63,8 +63,8 @@ public:
   /// cuda; a two-core host on the cpu. Only ratios matter to the passes.
   double peakFlopsPerSecond() const;
   double memoryBytesPerSecond() const;
-  /// Host memory to and from the device, per direction, pinned (PCIe 5 x16
-  /// on the H200; memcpy on the cpu).
+  /// Host memory to and from the device, per direction, pinned, while the
+  /// step's kernels run (measured on the H200; memcpy on the cpu).
   double hostLinkBytesPerSecond() const;
 
   /// Device memory the runtime holds beside the arena: the CUDA runtime's

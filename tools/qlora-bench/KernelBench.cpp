@@ -109,6 +109,40 @@ Status benchTrainingKernels(int repeats, const Timer &timer) {
   std::printf("\nTraining kernels, 4 x 2048 tokens (Llama-7B shapes); copy "
               "bandwidth in this run: %.0f GB/s (read + write)\n",
               copyRate);
+  // The host link the offloaded activations cross (qlora-rematerialize
+  // plans with TargetDescription::hostLinkBytesPerSecond): one hidden-size
+  // activation each way, to and from pinned memory.
+  {
+    const size_t linkBytes = size_t(tokens * hidden * 2);
+    uint8_t *pinned = nullptr;
+    QLORA_CUDA_RETURN_IF_ERROR(
+        cudaMallocHost(reinterpret_cast<void **>(&pinned), linkBytes));
+    auto linkRate = [&](cudaMemcpyKind kind) -> Expected<double> {
+      Expected<double> ms = timer.afterFlush(repeats, [&]() -> Status {
+        void *dst = kind == cudaMemcpyDeviceToHost ? (void *)pinned
+                                                   : (void *)d->data();
+        const void *src = kind == cudaMemcpyDeviceToHost
+                              ? (const void *)a->data()
+                              : (const void *)pinned;
+        QLORA_CUDA_RETURN_IF_ERROR(
+            cudaMemcpyAsync(dst, src, linkBytes, kind, stream));
+        return Status::ok();
+      });
+      if (!ms)
+        return ms.error();
+      return double(linkBytes) / (*ms * 1e-3) / 1e9;
+    };
+    Expected<double> down = linkRate(cudaMemcpyDeviceToHost);
+    Expected<double> up = linkRate(cudaMemcpyHostToDevice);
+    cudaFreeHost(pinned);
+    if (!down)
+      return down.error();
+    if (!up)
+      return up.error();
+    std::printf("host link, pinned, %.0f MiB: device to host %.1f GB/s, "
+                "host to device %.1f GB/s\n",
+                double(linkBytes) / (1 << 20), *down, *up);
+  }
   std::printf("%-34s %10s %12s %12s\n", "kernel", "us", "GB/s", "of copy");
   struct Figure {
     const char *name;
