@@ -233,6 +233,30 @@ LogicalResult AssignOp::verify() {
   return verifyName(*this, "slot name", getSlot());
 }
 
+/// A host slot and the copy's number: the runtime indexes its events by it.
+static LogicalResult verifyTransfer(Operation *op, StringRef slot,
+                                    int64_t transfer) {
+  if (failed(verifyName(op, "host slot name", slot)))
+    return failure();
+  if (transfer < 0)
+    return op->emitOpError("expects a transfer number >= 0, got ")
+           << transfer;
+  return success();
+}
+
+LogicalResult OffloadOp::verify() {
+  return verifyTransfer(*this, getSlot(), getTransfer());
+}
+LogicalResult OffloadWaitOp::verify() {
+  return verifyTransfer(*this, getSlot(), getTransfer());
+}
+LogicalResult ReloadOp::verify() {
+  return verifyTransfer(*this, getSlot(), getTransfer());
+}
+LogicalResult ReloadWaitOp::verify() {
+  return verifyTransfer(*this, getSlot(), getTransfer());
+}
+
 LogicalResult InputOp::verify() {
   return verifyName(*this, "input name", getName());
 }

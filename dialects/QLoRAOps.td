@@ -180,6 +180,7 @@ def QLoRA_OffloadOp : QLoRA_Op<"offload",
   let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
                        AnyRankedTensor:$value);
   let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
+  let hasVerifier = 1;
 }
 
 def QLoRA_OffloadWaitOp : QLoRA_Op<"offload_wait",
@@ -197,6 +198,7 @@ def QLoRA_OffloadWaitOp : QLoRA_Op<"offload_wait",
   let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
                        AnyRankedTensor:$value);
   let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
+  let hasVerifier = 1;
 }
 
 def QLoRA_ReloadOp : QLoRA_Op<"reload",
@@ -216,6 +218,7 @@ def QLoRA_ReloadOp : QLoRA_Op<"reload",
   let arguments = (ins StrAttr:$slot, I64Attr:$transfer);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = "$slot attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def QLoRA_ReloadWaitOp : QLoRA_Op<"reload_wait",
@@ -233,6 +236,7 @@ def QLoRA_ReloadWaitOp : QLoRA_Op<"reload_wait",
   let arguments = (ins StrAttr:$slot, I64Attr:$transfer,
                        AnyRankedTensor:$value);
   let assemblyFormat = "$slot `,` $value attr-dict `:` type($value)";
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//

@@ -1190,3 +1190,19 @@ func.func @sum_squares_int(%g: tensor<8x64xi32>) {
   %0 = qlora.sum_squares %g : tensor<8x64xi32>
   return
 }
+
+// -----
+
+func.func @offload_empty_slot(%v: tensor<8x64xbf16>) {
+  // expected-error @+1 {{'qlora.offload' op expects a non-empty host slot name, got ""}}
+  qlora.offload "", %v {transfer = 0 : i64} : tensor<8x64xbf16>
+  return
+}
+
+// -----
+
+func.func @reload_negative_transfer() {
+  // expected-error @+1 {{'qlora.reload' op expects a transfer number >= 0, got -1}}
+  %r = qlora.reload "offload:0" {transfer = -1 : i64} : tensor<8x64xbf16>
+  return
+}

@@ -240,3 +240,16 @@ func.func @optimizer() {
   qlora.assign "grad:base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", %z : tensor<8x64xf32>
   return
 }
+
+// CHECK-LABEL: func.func @offload_and_reload
+// CHECK: qlora.offload "offload:0", %{{.*}} {transfer = 0 : i64} : tensor<8x64xbf16>
+// CHECK: qlora.offload_wait "offload:0", %{{.*}} {transfer = 0 : i64} : tensor<8x64xbf16>
+// CHECK: %[[R:.*]] = qlora.reload "offload:0" {transfer = 1 : i64} : tensor<8x64xbf16>
+// CHECK: qlora.reload_wait "offload:0", %[[R]] {transfer = 1 : i64} : tensor<8x64xbf16>
+func.func @offload_and_reload(%x: tensor<8x64xbf16>) -> tensor<8x64xbf16> {
+  qlora.offload "offload:0", %x {transfer = 0 : i64} : tensor<8x64xbf16>
+  qlora.offload_wait "offload:0", %x {transfer = 0 : i64} : tensor<8x64xbf16>
+  %r = qlora.reload "offload:0" {transfer = 1 : i64} : tensor<8x64xbf16>
+  qlora.reload_wait "offload:0", %r {transfer = 1 : i64} : tensor<8x64xbf16>
+  return %r : tensor<8x64xbf16>
+}

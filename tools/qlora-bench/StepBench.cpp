@@ -224,6 +224,11 @@ int runStepBench(const StepBenchOptions &options) {
   std::printf("  device memory held: %.2f GiB (the plan's arena: %.2f GiB)\n",
               gib(double(freeBefore - freeAfter)),
               gib(double(manifest.arenaBytes)));
+  if (manifest.hostArenaBytes)
+    std::printf("  pinned host memory for offloaded activations: %.2f GiB "
+                "(%llu copies a step)\n",
+                gib(double(manifest.hostArenaBytes)),
+                (unsigned long long)manifest.transfers);
   if (options.profile) {
     double sum = 0.0;
     for (const cuda_step::StepProfiler::Total &entry : profiler.totals())
