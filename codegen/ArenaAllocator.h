@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -24,6 +25,12 @@ public:
   /// Registers a buffer live from `first` to `last` (inclusive); returns its
   /// index for offsetOf().
   size_t add(uint64_t bytes, int64_t first, int64_t last);
+
+  /// Keeps buffer `index` live through `last` too: a result written over an
+  /// operand that dies where it is made.
+  void extend(size_t index, int64_t last) {
+    buffers_[index].last = std::max(buffers_[index].last, last);
+  }
 
   /// Assigns offsets to every buffer added; returns the bytes needed.
   uint64_t assign();

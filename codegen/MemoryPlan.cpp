@@ -50,6 +50,15 @@ struct Slot {
   Operation *firstUse;
 };
 
+/// The operand a result may be written over when that operand dies at the
+/// op: the kernels of both targets compute the loss gradient row by row in
+/// place (the logits are as large as the vocabulary times the tokens).
+Value overwritableOperand(Operation *op, unsigned result) {
+  if (auto grad = dyn_cast<CrossEntropyGradOp>(op))
+    return result == 0 ? grad.getLogits() : Value();
+  return Value();
+}
+
 /// Ops whose kernels read each element before writing it, so that a result
 /// may share the bytes of an operand.
 bool isElementwiseInPlace(Operation *op) {
@@ -351,6 +360,13 @@ private:
         inPlaceResults(func, slots, position);
 
     ArenaAllocator allocator(kAlignment);
+    llvm::DenseMap<Value, size_t> temporaryOf;
+    auto lastUse = [&](Value value) {
+      int64_t last = -1;
+      for (Operation *user : value.getUsers())
+        last = std::max(last, position.lookup(user));
+      return last;
+    };
     struct Pending {
       Operation *op;
       SmallVector<std::optional<size_t>> results;
@@ -382,8 +398,21 @@ private:
         int64_t last = position[&op];
         for (Operation *user : result.getUsers())
           last = std::max(last, position.lookup(user));
-        entry.results.push_back(
-            allocator.add(partBytes(storage->front()), position[&op], last));
+        Value source = overwritableOperand(&op, cast<OpResult>(result).getResultNumber());
+        auto sourceBuffer = source ? temporaryOf.find(source)
+                                   : temporaryOf.end();
+        if (sourceBuffer != temporaryOf.end() &&
+            source.getType() == result.getType() &&
+            lastUse(source) == position[&op]) {
+          allocator.extend(sourceBuffer->second, last);
+          entry.results.push_back(sourceBuffer->second);
+          temporaryOf[result] = sourceBuffer->second;
+          continue;
+        }
+        size_t buffer =
+            allocator.add(partBytes(storage->front()), position[&op], last);
+        entry.results.push_back(buffer);
+        temporaryOf[result] = buffer;
       }
       for (int64_t bytes : lowerings.workspaces(&op, description))
         entry.workspaces.push_back(allocator.add(

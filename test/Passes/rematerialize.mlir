@@ -19,13 +19,13 @@
 // ROOM-NOT: qlora.recomputed
 //
 // A tight budget, recomputing only: some saved values are recomputed, every clone sits in the
-// backward (after the loss gradient) and feeds a backward reader, and the
+// backward (after its seed) and feeds a backward reader, and the
 // plan is recorded on the module.
 // TIGHT: remark: rematerialize: budget {{.*}}, arena {{.*}}; recomputing {{[1-9][0-9]*}} saved values
 // TIGHT: qlora.rematerialization = {arena_after = {{[0-9]+}} : i64, arena_before = {{[0-9]+}} : i64, budget = {{[0-9]+}} : i64, host_bytes = 0 : i64, kept = {
 // TIGHT-LABEL: func.func @train_step
 // TIGHT-NOT: qlora.recomputed
-// TIGHT: qlora.cross_entropy_grad
+// TIGHT: qlora.input "grad_scale"
 // TIGHT: %[[CLONE:[^ ]+]] = qlora.{{[a-z_]+}} {{.*}}qlora.recomputed
 // TIGHT: qlora.{{[a-z_]+}}{{.*}} %[[CLONE]]
 // TIGHT-LABEL: func.func @apply_gradients
