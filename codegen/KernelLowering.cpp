@@ -274,10 +274,11 @@ static FailureOr<int64_t> hostOffset(Operation *op) {
   return offset.getInt();
 }
 
-/// Bytes of a dense activation as it is stored (its element type's width).
+/// Bytes of a dense activation as it is stored.
 static int64_t storedBytes(Value value) {
-  auto type = cast<RankedTensorType>(value.getType());
-  return type.getNumElements() * ((type.getElementTypeBitWidth() + 7) / 8);
+  return numElements(value) *
+         BufferPartAttr::elementBytes(
+             cast<RankedTensorType>(value.getType()).getElementType());
 }
 
 void populateSharedKernelLowerings(KernelLoweringSet &set) {

@@ -176,10 +176,6 @@ private:
       // A wait must follow the copy it waits for, in the same function.
       llvm::DenseSet<int64_t> started;
       for (Operation &op : func.getBody().front()) {
-        if (auto offload = dyn_cast<OffloadOp>(op))
-          started.insert(offload.getTransfer());
-        else if (auto reload = dyn_cast<ReloadOp>(op))
-          started.insert(reload.getTransfer());
         int64_t waited = -1;
         if (auto wait = dyn_cast<OffloadWaitOp>(op))
           waited = wait.getTransfer();
@@ -188,8 +184,6 @@ private:
         if (waited >= 0 && !started.contains(waited))
           return op.emitError() << "qlora-plan-memory: waits for transfer "
                                 << waited << " before it starts";
-      }
-      for (Operation &op : func.getBody().front()) {
         StringRef name;
         Type type;
         int64_t transfer = -1;
@@ -204,6 +198,7 @@ private:
         } else {
           continue;
         }
+        started.insert(transfer);
         FailureOr<SmallVector<StoragePart>> storage =
             description.storage(type, std::nullopt);
         if (failed(storage) || storage->size() != 1)
@@ -395,10 +390,9 @@ private:
                                    "of type "
                                 << result.getType() << " on "
                                 << description.name();
-        int64_t last = position[&op];
-        for (Operation *user : result.getUsers())
-          last = std::max(last, position.lookup(user));
-        Value source = overwritableOperand(&op, cast<OpResult>(result).getResultNumber());
+        int64_t last = std::max(position[&op], lastUse(result));
+        Value source = overwritableOperand(
+            &op, cast<OpResult>(result).getResultNumber());
         auto sourceBuffer = source ? temporaryOf.find(source)
                                    : temporaryOf.end();
         if (sourceBuffer != temporaryOf.end() &&

@@ -164,7 +164,7 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
   }
   int64_t backwardStart = int64_t(ops.size());
   for (Operation *op : ops)
-    if (!analysis.forward.contains(op) && !isa<ParamOp, InputOp, StateOp>(op)) {
+    if (!analysis.forward.contains(op) && !analysis.isSlotRead(op)) {
       backwardStart = position.lookup(op);
       break;
     }
@@ -254,7 +254,7 @@ private:
   }
   void record(const StepAnalysis &analysis, uint64_t budget, uint64_t reserve,
               const ArenaSizes &before, uint64_t after,
-              ArrayRef<Candidate> chosen, ArrayRef<Candidate> offload,
+              ArrayRef<Candidate> recompute, ArrayRef<Candidate> offload,
               double stepFlops);
 
   std::optional<TargetDescription> description;
@@ -356,9 +356,8 @@ void RematerializePass::runOnOperation() {
   SmallVector<Candidate> recompute, offload;
   uint64_t arena = before->arenaBytes();
   if (arena > budget) {
-    // Groups of like values (one per layer), cheapest per byte first; a
-    // group's members stay in program order. Recomputation first; what is
-    // still kept then goes to host memory, largest first.
+    // Groups of like values (one per layer), tried in the four phases
+    // below; a group's members stay in program order.
     SmallVector<Candidate> all = candidates(*analysis, func);
     using Key = std::tuple<std::string, unsigned, double, double>;
     auto groupsOf = [](ArrayRef<Candidate> members, auto rank) {
@@ -520,14 +519,14 @@ void RematerializePass::runOnOperation() {
 void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
                                uint64_t reserve, const ArenaSizes &before,
                                uint64_t after,
-                               ArrayRef<Candidate> chosen,
+                               ArrayRef<Candidate> recompute,
                                ArrayRef<Candidate> offload,
                                double stepFlops) {
   ModuleOp module = getOperation();
   Builder builder(module.getContext());
   llvm::DenseSet<Value> recomputed;
   double flops = 0;
-  for (const Candidate &candidate : chosen) {
+  for (const Candidate &candidate : recompute) {
     recomputed.insert(candidate.value);
     flops += candidate.flops;
   }
@@ -593,7 +592,7 @@ void RematerializePass::record(const StepAnalysis &analysis, uint64_t budget,
          << " of it for the runtime), arena "
          << ::qlora::formatByteSize(int64_t(before.arenaBytes())) << " -> "
          << ::qlora::formatByteSize(int64_t(after)) << "; recomputing "
-         << chosen.size() << " saved values ";
+         << recompute.size() << " saved values ";
   list(remark, recomputedOps);
   remark << ", offloading " << offload.size() << " to host memory ";
   list(remark, offloadedOps);
