@@ -16,6 +16,23 @@ if [[ -d "$root/gpu-steps" ]]; then
   export QLORA_GPU_STEPS="${QLORA_GPU_STEPS:-$root/gpu-steps}"
   export QLORA_ORACLE_DIR="${QLORA_ORACLE_DIR:-$root/gpu-steps/oracle}"
 fi
+# cuDNN's fused attention (runtime/cuda/CudnnAttention.h): on a GPU host it
+# usually comes with PyTorch's wheels (nvidia-cudnn-cu13), whose headers the
+# build needs and whose library the steps dlopen.
+if [[ -z "${CUDNN_INCLUDE_DIR:-}" ]] && command -v python3 >/dev/null; then
+  cudnn_header="$(python3 -c '
+import glob, site
+for root in site.getsitepackages():
+    for header in glob.glob(root + "/nvidia/**/cudnn_graph.h", recursive=True):
+        print(header)
+        raise SystemExit
+' 2>/dev/null || true)"
+  if [[ -n "$cudnn_header" ]]; then
+    export CUDNN_INCLUDE_DIR="$(dirname "$cudnn_header")"
+    cudnn_lib="$(dirname "$CUDNN_INCLUDE_DIR")/lib"
+    [[ -d "$cudnn_lib" ]] && export LD_LIBRARY_PATH="$cudnn_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
 cmake -G Ninja -S "$root" -B "$build" -DQLORA_ENABLE_COMPILER=OFF \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80;90a" >/dev/null
 cmake --build "$build" -j "$(nproc)"

@@ -9,6 +9,7 @@
 
 #include "runtime/cuda/AttentionKernels.h"
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/Gemm.h"
 #include "runtime/cuda/LoraGemm.h"
 #include "runtime/cuda/NF4Kernels.h"
@@ -289,15 +290,23 @@ void ropeGrad(StepContext *c, int64_t dy, int64_t batch, int64_t seq,
           "ropeGrad");
 }
 
+// Attention runs on cuDNN's fused kernels where QLORA_ATTENTION lets it and
+// cuDNN runs the shape (CudnnAttention.h), else on the built-in kernels.
 void attention(StepContext *c, int64_t q, int64_t k, int64_t v, int64_t batch,
                int64_t seq, int64_t heads, int64_t kvHeads, int64_t headDim,
                float scale, int64_t out, int64_t lse) {
-  if (!c->failed())
-    check(c,
-          cuda::attentionForward(bf16(c, q), bf16(c, k), bf16(c, v), batch,
-                                 seq, heads, kvHeads, headDim, scale,
-                                 bf16(c, out), f32(c, lse), stream(c)),
-          "attention");
+  if (c->failed())
+    return;
+  bool ran = false;
+  Status status = cuda::cudnnAttentionForward(
+      bf16(c, q), bf16(c, k), bf16(c, v),
+      {batch, seq, heads, kvHeads, headDim, scale}, bf16(c, out), f32(c, lse),
+      stream(c), &ran);
+  if (status && !ran)
+    status = cuda::attentionForward(bf16(c, q), bf16(c, k), bf16(c, v), batch,
+                                    seq, heads, kvHeads, headDim, scale,
+                                    bf16(c, out), f32(c, lse), stream(c));
+  check(c, status, "attention");
 }
 
 void attentionGrad(StepContext *c, int64_t q, int64_t k, int64_t v,
@@ -305,14 +314,23 @@ void attentionGrad(StepContext *c, int64_t q, int64_t k, int64_t v,
                    int64_t seq, int64_t heads, int64_t kvHeads,
                    int64_t headDim, float scale, int64_t workspace, int64_t dq,
                    int64_t dk, int64_t dv) {
-  if (!c->failed())
-    check(c,
-          cuda::attentionBackward(
-              bf16(c, q), bf16(c, k), bf16(c, v), bf16(c, out), f32(c, lse),
-              bf16(c, dout), batch, seq, heads, kvHeads, headDim, scale,
-              at<uint8_t>(c, workspace), bf16(c, dq), bf16(c, dk),
-              bf16(c, dv), stream(c)),
-          "attentionGrad");
+  if (c->failed())
+    return;
+  bool ran = false;
+  // The workspace (attentionBackwardScratchBytes) starts with room for the
+  // fp32 dq accumulator either implementation needs.
+  Status status = cuda::cudnnAttentionBackward(
+      bf16(c, q), bf16(c, k), bf16(c, v), bf16(c, out), f32(c, lse),
+      bf16(c, dout), {batch, seq, heads, kvHeads, headDim, scale},
+      f32(c, workspace), bf16(c, dq), bf16(c, dk), bf16(c, dv), stream(c),
+      &ran);
+  if (status && !ran)
+    status = cuda::attentionBackward(
+        bf16(c, q), bf16(c, k), bf16(c, v), bf16(c, out), f32(c, lse),
+        bf16(c, dout), batch, seq, heads, kvHeads, headDim, scale,
+        at<uint8_t>(c, workspace), bf16(c, dq), bf16(c, dk), bf16(c, dv),
+        stream(c));
+  check(c, status, "attentionGrad");
 }
 
 void swiglu(StepContext *c, int64_t gate, int64_t up, int64_t n, int64_t out) {

@@ -13,6 +13,7 @@
 #include "runtime/BnbFormat.h"
 #include "runtime/Float16.h"
 #include "runtime/cuda/AttentionKernels.h"
+#include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/DeviceNF4.h"
 #include "runtime/cuda/TrainingKernels.h"
 #include "runtime/cuda/NF4Kernels.h"
@@ -52,6 +53,57 @@ Status cublasBf16(cublasHandle_t blas, bool gradInput, int64_t M, int64_t N,
 }
 
 using namespace ::qlora::cuda;
+
+/// The same attention shapes through cuDNN's fused kernels, where the
+/// steps would use them (CudnnAttention.h); the line says which serves.
+Status timeCudnnAttention(const Timer &timer, int repeats, int64_t seq,
+                          int64_t heads, int64_t headDim, const uint16_t *q,
+                          const uint16_t *k, const uint16_t *v, uint16_t *out,
+                          const uint16_t *dout, float *lse, void *scratch,
+                          uint16_t *dq, uint16_t *dk, uint16_t *dv,
+                          cudaStream_t stream, double flops) {
+  const float scale = 1.0f / std::sqrt(float(headDim));
+  const AttentionShape mha{1, seq, heads, heads, headDim, scale};
+  const AttentionShape gqa{1, seq, heads, heads / 4, headDim, scale};
+  std::printf("attention in steps: %s\n",
+              attentionImplementation(mha).c_str());
+  bool ran = true;
+  auto timed = [&](const AttentionShape &shape, bool backward) {
+    return timer.afterFlush(repeats, [&]() -> Status {
+      bool served = false;
+      Status status =
+          backward ? cudnnAttentionBackward(q, k, v, out, lse, dout, shape,
+                                            static_cast<float *>(scratch), dq,
+                                            dk, dv, stream, &served)
+                   : cudnnAttentionForward(q, k, v, shape, out, lse, stream,
+                                           &served);
+      ran = ran && served;
+      return status;
+    });
+  };
+  Expected<double> forward = timed(mha, false);
+  if (!forward)
+    return forward.error();
+  if (!ran)
+    return Status::ok();
+  Expected<double> backward = timed(mha, true);
+  // The GQA backward's out and lse from its own forward, as above.
+  Expected<double> gqaForward = timed(gqa, false);
+  Expected<double> gqaBackward = timed(gqa, true);
+  for (const Expected<double> *figure :
+       {&backward, &gqaForward, &gqaBackward})
+    if (!*figure)
+      return figure->error();
+  if (!ran)
+    return makeError("cuDNN ran the MHA forward but declined another shape");
+  std::printf("%-34s %10.1f %9.0f TF/s\n", "cuDNN attention forward",
+              *forward * 1e3, flops / (*forward * 1e-3) / 1e12);
+  std::printf("%-34s %10.1f %9.0f TF/s\n", "cuDNN attention backward",
+              *backward * 1e3, 2.5 * flops / (*backward * 1e-3) / 1e12);
+  std::printf("%-34s %10.1f %9.0f TF/s\n", "cuDNN attention backward, GQA",
+              *gqaBackward * 1e3, 2.5 * flops / (*gqaBackward * 1e-3) / 1e12);
+  return Status::ok();
+}
 
 /// Elementwise kernels against the copy bandwidth measured in the same run,
 /// and attention in TFLOP/s, at the Llama-7B training shape: 4 x 2048
@@ -251,7 +303,9 @@ Status benchTrainingKernels(int repeats, const Timer &timer) {
               "attention backward, GQA 32:8", *gqaBackward * 1e3,
               2.5 * flops / (*gqaBackward * 1e-3) / 1e12,
               (long long)attentionBackwardSplits(1, seq, heads, kvHeads));
-  return Status::ok();
+  return timeCudnnAttention(timer, repeats, seq, heads, headDim, q, k, v, out,
+                            dout, lse->data(), scratch->data(), dq, dk, dv,
+                            stream, flops);
 }
 
 /// The NF4 products we time, and what they compare against.

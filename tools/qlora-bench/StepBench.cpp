@@ -12,6 +12,7 @@
 #include "StepBench.h"
 
 #include "runtime/cuda/CudaStatus.h"
+#include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/RandomFill.h"
 #include "runtime/step/CudaStep.h"
 #include "runtime/train/StepBackend.h"
@@ -33,6 +34,23 @@ int fail(const std::string &message) {
 int64_t modelInt(const StepManifest &manifest, const char *key) {
   const json::Value *value = manifest.model.find(key);
   return value && value->isInt() ? value->asInt() : 0;
+}
+
+/// What serves the step's attention (asked after the timed steps, so that
+/// this process's own cuDNN plans stay out of the memory figure).
+std::string attentionLine(const StepManifest &manifest) {
+  const int64_t heads = modelInt(manifest, "num_attention_heads");
+  int64_t kvHeads = modelInt(manifest, "num_key_value_heads");
+  if (kvHeads == 0)
+    kvHeads = heads;
+  int64_t headDim = modelInt(manifest, "head_dim");
+  if (headDim == 0 && heads > 0)
+    headDim = modelInt(manifest, "hidden_size") / heads;
+  if (heads <= 0 || headDim <= 0)
+    return "unknown (the manifest's model has no head count)";
+  return cuda::attentionImplementation(
+      {manifest.batchSize, manifest.seqLen, heads, kvHeads, headDim,
+       1.0f / std::sqrt(float(headDim))});
 }
 
 /// Model FLOPs per token as ../shared/PEERS.md counts them: the forward and
@@ -229,6 +247,7 @@ int runStepBench(const StepBenchOptions &options) {
                 "(%llu copies a step)\n",
                 gib(double(manifest.hostArenaBytes)),
                 (unsigned long long)manifest.transfers);
+  std::printf("  attention: %s\n", attentionLine(manifest).c_str());
   if (options.profile) {
     double sum = 0.0;
     for (const cuda_step::StepProfiler::Total &entry : profiler.totals())

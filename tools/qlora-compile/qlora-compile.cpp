@@ -332,6 +332,9 @@ int main(int argc, char **argv) {
   facts.set("vocab_size", config->vocabSize);
   facts.set("hidden_size", config->hiddenSize);
   facts.set("num_hidden_layers", config->numLayers);
+  facts.set("num_attention_heads", config->numHeads);
+  facts.set("num_key_value_heads", config->numKvHeads);
+  facts.set("head_dim", config->headDim);
   facts.set("max_position_embeddings", config->maxPositionEmbeddings);
   facts.set("pad_token_id", config->padTokenId);
   facts.set("model_name_or_path", model.empty() ? configName : model);

@@ -16,12 +16,14 @@
 #include "runtime/Float16.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cuda/AttentionKernels.h"
+#include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/DeviceBuffer.h"
 #include "runtime/cuda/NF4Kernels.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <random>
@@ -90,73 +92,157 @@ std::vector<Case> cases() {
   return all;
 }
 
-TEST_F(CudaAttention, MatchesTheCpu) {
-  for (const Case &c : cases()) {
-    SCOPED_TRACE(describe(c));
-    const float scale = 1.0f / std::sqrt(float(c.headDim));
-    const int64_t qSize = c.batch * c.seq * c.heads * c.headDim;
-    const int64_t kvSize = c.batch * c.seq * c.kvHeads * c.headDim;
-    const int64_t lseSize = c.batch * c.heads * c.seq;
-    std::vector<uint16_t> q = randomBf16(qSize), k = randomBf16(kvSize),
-                          v = randomBf16(kvSize), dout = randomBf16(qSize);
-    std::vector<float> qf = toFloat(q), kf = toFloat(k), vf = toFloat(v),
-                       doutf = toFloat(dout);
+/// Runs each case's forward and backward through one implementation.
+struct Implementation {
+  /// Enqueues the forward; false (nothing enqueued) where it declines.
+  std::function<bool(const Case &, float, const uint16_t *, const uint16_t *,
+                     const uint16_t *, uint16_t *, float *)>
+      forward;
+  /// Enqueues the backward with the group's query heads split `splits`
+  /// ways (0: its own choice); false where it declines.
+  std::function<bool(const Case &, float, const uint16_t *, const uint16_t *,
+                     const uint16_t *, const uint16_t *, const float *,
+                     const uint16_t *, void *, uint16_t *, uint16_t *,
+                     uint16_t *, int64_t)>
+      backward;
+  /// Whether the backward takes a split count.
+  bool splits = false;
+};
 
-    // CPU reference.
-    std::vector<float> outRef(static_cast<size_t>(qSize)), lseRef(static_cast<size_t>(lseSize));
-    cpu::attention(qf.data(), kf.data(), vf.data(), c.batch, c.seq, c.heads,
-                   c.kvHeads, c.headDim, scale, outRef.data(), lseRef.data());
-    std::vector<uint16_t> outBf16 = toBf16(outRef);
-    std::vector<float> outRounded = toFloat(outBf16);
-    std::vector<float> dqRef(static_cast<size_t>(qSize)), dkRef(static_cast<size_t>(kvSize)),
-        dvRef(static_cast<size_t>(kvSize));
-    cpu::attentionBackward(qf.data(), kf.data(), vf.data(), outRounded.data(),
-                           lseRef.data(), doutf.data(), c.batch, c.seq,
-                           c.heads, c.kvHeads, c.headDim, scale, dqRef.data(),
-                           dkRef.data(), dvRef.data());
+class CudaAttentionCases : public CudaAttention {
+protected:
+  void expectMatchesTheCpu(const Implementation &impl) {
+    for (const Case &c : cases()) {
+      SCOPED_TRACE(describe(c));
+      const float scale = 1.0f / std::sqrt(float(c.headDim));
+      const int64_t qSize = c.batch * c.seq * c.heads * c.headDim;
+      const int64_t kvSize = c.batch * c.seq * c.kvHeads * c.headDim;
+      const int64_t lseSize = c.batch * c.heads * c.seq;
+      std::vector<uint16_t> q = randomBf16(qSize), k = randomBf16(kvSize),
+                            v = randomBf16(kvSize), dout = randomBf16(qSize);
+      std::vector<float> qf = toFloat(q), kf = toFloat(k), vf = toFloat(v),
+                         doutf = toFloat(dout);
 
-    // Forward.
-    DeviceBuffer<uint16_t> dQ = upload(q), dK = upload(k), dV = upload(v),
-                           dDout = upload(dout);
-    DeviceBuffer<uint16_t> dOut = poisoned<uint16_t>(static_cast<size_t>(qSize));
-    DeviceBuffer<float> dLse = poisoned<float>(static_cast<size_t>(lseSize));
-    ASSERT_OK(attentionForward(dQ.data(), dK.data(), dV.data(), c.batch,
-                               c.seq, c.heads, c.kvHeads, c.headDim, scale,
-                               dOut.data(), dLse.data(), nullptr));
-    ASSERT_SYNCED();
-    EXPECT_LT(bf16Error(download(dOut), outRef), kBf16Tolerance) << "out";
-    EXPECT_LT(relativeError(download(dLse), lseRef), kLseTolerance) << "lse";
+      // CPU reference.
+      std::vector<float> outRef(static_cast<size_t>(qSize)),
+          lseRef(static_cast<size_t>(lseSize));
+      cpu::attention(qf.data(), kf.data(), vf.data(), c.batch, c.seq, c.heads,
+                     c.kvHeads, c.headDim, scale, outRef.data(),
+                     lseRef.data());
+      std::vector<uint16_t> outBf16 = toBf16(outRef);
+      std::vector<float> outRounded = toFloat(outBf16);
+      std::vector<float> dqRef(static_cast<size_t>(qSize)),
+          dkRef(static_cast<size_t>(kvSize)),
+          dvRef(static_cast<size_t>(kvSize));
+      cpu::attentionBackward(qf.data(), kf.data(), vf.data(),
+                             outRounded.data(), lseRef.data(), doutf.data(),
+                             c.batch, c.seq, c.heads, c.kvHeads, c.headDim,
+                             scale, dqRef.data(), dkRef.data(), dvRef.data());
 
-    // Backward, from the CPU's out and lse, with the group's query heads
-    // on one CTA and split every way the group allows.
-    DeviceBuffer<uint16_t> dOutRef = upload(outBf16);
-    DeviceBuffer<float> dLseRef = upload(lseRef);
-    const int64_t group = c.heads / c.kvHeads;
-    for (int64_t splits = 1; splits <= group; ++splits) {
-      if (group % splits != 0)
-        continue;
-      SCOPED_TRACE("splits " + std::to_string(splits));
-      const size_t scratchBytes = attentionBackwardScratchBytes(
-          c.batch, c.seq, c.heads, c.kvHeads, c.headDim, splits);
-      DeviceBuffer<float> scratch =
-          poisoned<float>((scratchBytes + sizeof(float) - 1) / sizeof(float));
-      DeviceBuffer<uint16_t> dDq =
+      // Forward.
+      DeviceBuffer<uint16_t> dQ = upload(q), dK = upload(k), dV = upload(v),
+                             dDout = upload(dout);
+      DeviceBuffer<uint16_t> dOut =
           poisoned<uint16_t>(static_cast<size_t>(qSize));
-      DeviceBuffer<uint16_t> dDk =
-          poisoned<uint16_t>(static_cast<size_t>(kvSize));
-      DeviceBuffer<uint16_t> dDv =
-          poisoned<uint16_t>(static_cast<size_t>(kvSize));
-      ASSERT_OK(attentionBackward(
-          dQ.data(), dK.data(), dV.data(), dOutRef.data(), dLseRef.data(),
-          dDout.data(), c.batch, c.seq, c.heads, c.kvHeads, c.headDim, scale,
-          scratch.data(), dDq.data(), dDk.data(), dDv.data(), nullptr,
-          splits));
+      DeviceBuffer<float> dLse = poisoned<float>(static_cast<size_t>(lseSize));
+      ASSERT_TRUE(impl.forward(c, scale, dQ.data(), dK.data(), dV.data(),
+                               dOut.data(), dLse.data()))
+          << "the forward declined the shape";
       ASSERT_SYNCED();
-      EXPECT_LT(bf16Error(download(dDq), dqRef), kBf16Tolerance) << "dq";
-      EXPECT_LT(bf16Error(download(dDk), dkRef), kBf16Tolerance) << "dk";
-      EXPECT_LT(bf16Error(download(dDv), dvRef), kBf16Tolerance) << "dv";
+      EXPECT_LT(bf16Error(download(dOut), outRef), kBf16Tolerance) << "out";
+      EXPECT_LT(relativeError(download(dLse), lseRef), kLseTolerance)
+          << "lse";
+
+      // Backward, from the CPU's out and lse, with the group's query heads
+      // on one CTA and split every way the group allows.
+      DeviceBuffer<uint16_t> dOutRef = upload(outBf16);
+      DeviceBuffer<float> dLseRef = upload(lseRef);
+      const int64_t group = c.heads / c.kvHeads;
+      for (int64_t splits = 1; splits <= (impl.splits ? group : 1); ++splits) {
+        if (group % splits != 0)
+          continue;
+        SCOPED_TRACE("splits " + std::to_string(splits));
+        const size_t scratchBytes = attentionBackwardScratchBytes(
+            c.batch, c.seq, c.heads, c.kvHeads, c.headDim, splits);
+        DeviceBuffer<float> scratch = poisoned<float>(
+            (scratchBytes + sizeof(float) - 1) / sizeof(float));
+        DeviceBuffer<uint16_t> dDq =
+            poisoned<uint16_t>(static_cast<size_t>(qSize));
+        DeviceBuffer<uint16_t> dDk =
+            poisoned<uint16_t>(static_cast<size_t>(kvSize));
+        DeviceBuffer<uint16_t> dDv =
+            poisoned<uint16_t>(static_cast<size_t>(kvSize));
+        ASSERT_TRUE(impl.backward(c, scale, dQ.data(), dK.data(), dV.data(),
+                                  dOutRef.data(), dLseRef.data(),
+                                  dDout.data(), scratch.data(), dDq.data(),
+                                  dDk.data(), dDv.data(), splits))
+            << "the backward declined the shape";
+        ASSERT_SYNCED();
+        EXPECT_LT(bf16Error(download(dDq), dqRef), kBf16Tolerance) << "dq";
+        EXPECT_LT(bf16Error(download(dDk), dkRef), kBf16Tolerance) << "dk";
+        EXPECT_LT(bf16Error(download(dDv), dvRef), kBf16Tolerance) << "dv";
+      }
     }
   }
+};
+
+TEST_F(CudaAttentionCases, MatchesTheCpu) {
+  Implementation builtin;
+  builtin.splits = true;
+  builtin.forward = [](const Case &c, float scale, const uint16_t *q,
+                       const uint16_t *k, const uint16_t *v, uint16_t *out,
+                       float *lse) {
+    EXPECT_OK(attentionForward(q, k, v, c.batch, c.seq, c.heads, c.kvHeads,
+                               c.headDim, scale, out, lse, nullptr));
+    return true;
+  };
+  builtin.backward = [](const Case &c, float scale, const uint16_t *q,
+                        const uint16_t *k, const uint16_t *v,
+                        const uint16_t *out, const float *lse,
+                        const uint16_t *dout, void *scratch, uint16_t *dq,
+                        uint16_t *dk, uint16_t *dv, int64_t splits) {
+    EXPECT_OK(attentionBackward(q, k, v, out, lse, dout, c.batch, c.seq,
+                                c.heads, c.kvHeads, c.headDim, scale, scratch,
+                                dq, dk, dv, nullptr, splits));
+    return true;
+  };
+  expectMatchesTheCpu(builtin);
+}
+
+/// cuDNN's fused attention, where this host has it (QLORA_ATTENTION=cudnn
+/// turns its absence into a failure): the same shapes, the same contract.
+TEST_F(CudaAttentionCases, CudnnMatchesTheCpu) {
+  const AttentionShape probe{1, 64, 2, 2, 64, 0.125f};
+  const std::string serving = attentionImplementation(probe);
+  Expected<AttentionChoice> choice = attentionChoice();
+  ASSERT_TRUE(choice.isOk()) << choice.message();
+  if (serving.rfind("cuDNN", 0) != 0) {
+    ASSERT_NE(*choice, AttentionChoice::Cudnn) << serving;
+    GTEST_SKIP() << serving;
+  }
+  std::cout << "attention: " << serving << "\n";
+  Implementation cudnn;
+  cudnn.forward = [](const Case &c, float scale, const uint16_t *q,
+                     const uint16_t *k, const uint16_t *v, uint16_t *out,
+                     float *lse) {
+    bool ran = false;
+    EXPECT_OK(cudnnAttentionForward(
+        q, k, v, {c.batch, c.seq, c.heads, c.kvHeads, c.headDim, scale}, out,
+        lse, nullptr, &ran));
+    return ran;
+  };
+  cudnn.backward = [](const Case &c, float scale, const uint16_t *q,
+                      const uint16_t *k, const uint16_t *v, const uint16_t *out,
+                      const float *lse, const uint16_t *dout, void *scratch,
+                      uint16_t *dq, uint16_t *dk, uint16_t *dv, int64_t) {
+    bool ran = false;
+    EXPECT_OK(cudnnAttentionBackward(
+        q, k, v, out, lse, dout,
+        {c.batch, c.seq, c.heads, c.kvHeads, c.headDim, scale},
+        static_cast<float *>(scratch), dq, dk, dv, nullptr, &ran));
+    return ran;
+  };
+  expectMatchesTheCpu(cudnn);
 }
 
 /// dk and dv come from registers in a fixed order (and the split partials

@@ -30,6 +30,13 @@
     ASSERT_TRUE(status_.isOk()) << status_.message();                          \
   } while (false)
 
+/// Records a failure with the error's message and goes on.
+#define EXPECT_OK(expr)                                                        \
+  do {                                                                         \
+    ::qlora::Status status_ = (expr);                                          \
+    EXPECT_TRUE(status_.isOk()) << status_.message();                          \
+  } while (false)
+
 /// Waits for the kernels and fails on an asynchronous error (a bad address).
 #define ASSERT_SYNCED() ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess)
 
