@@ -95,6 +95,12 @@ OpCost estimateCost(Operation *op) {
           .Case([](LinearGradInputOp grad) {
             return projection(grad.getDy(), grad.getResult());
           })
+          // The head's forward and input gradient.
+          .Case([](LmHeadLossOp op) {
+            return 4.0 * rows(op.getInput()) * lastDim(op.getInput()) *
+                   double(cast<RankedTensorType>(op.getWeight().getType())
+                              .getDimSize(0));
+          })
           // dX, dA and dB: twice the branch's products, plus recomputing
           // the input's down-projection.
           .Case([](LoraGradOp grad) {

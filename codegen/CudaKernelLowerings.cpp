@@ -433,6 +433,29 @@ void populateCudaKernelLowerings(KernelLoweringSet &set) {
       [](CrossEntropyGradOp grad, const TargetDescription &) {
         return lossWorkspaces(grad.getLabels());
       });
+  set.add<LmHeadLossOp>(
+      [](LmHeadLossOp op, LoweringContext &context) -> LogicalResult {
+        ArrayRef<int64_t> in = shapeOf(op.getInput());
+        if (in.size() != 3)
+          return op.emitError() << "expects [batch, seq, hidden] input";
+        if (failed(expectElement(op, op.getInput(), "input", true)))
+          return failure();
+        return Call(context, op, "lmHeadLoss")
+            .buffer(op.getInput()).buffer(op.getWeight())
+            .buffer(op.getLabels()).buffer(op.getDloss())
+            .i64(in[0]).i64(in[1]).i64(in[2])
+            .i64(shapeOf(op.getWeight())[0]).i64(op.getIgnoreIndex())
+            .i64(op.getChunkRows()).workspace(0).workspace(1)
+            .slot(::qlora::slot::kStatus).buffer(op.getLoss())
+            .buffer(op.getDinput()).emit();
+      },
+      [](LmHeadLossOp op, const TargetDescription &) {
+        // The loss's shifted labels and row losses for every row, and one
+        // chunk of bf16 logits.
+        SmallVector<int64_t> bytes = lossWorkspaces(op.getLabels());
+        bytes.push_back(op.getChunkRows() * shapeOf(op.getWeight())[0] * 2);
+        return bytes;
+      });
   set.add<AdamWOp>([](AdamWOp adam, LoweringContext &context) -> LogicalResult {
     auto param = adam.getParam().getDefiningOp<ParamOp>();
     if (!param || !param.getTrainable())

@@ -785,6 +785,38 @@ LogicalResult CrossEntropyGradOp::verify() {
                     "logits type");
 }
 
+LogicalResult LmHeadLossOp::verify() {
+  RankedTensorType input = getInput().getType();
+  RankedTensorType weight = getWeight().getType();
+  if (input.getRank() < 2)
+    return emitOpError("expects input of rank >= 2 ([..., S, hidden]), got "
+                       "rank ")
+           << input.getRank();
+  if (weight.getRank() != 2)
+    return emitOpError("expects weight of rank 2 ([vocab, hidden]), got rank ")
+           << weight.getRank();
+  int64_t hidden = input.getDimSize(input.getRank() - 1);
+  if (!sizesAgree(weight.getDimSize(1), hidden))
+    return emitOpError("expects weight to have ")
+           << hidden << " columns (input features), got "
+           << weight.getDimSize(1);
+  if (weight.getElementType() != input.getElementType())
+    return emitOpError("expects weight and input of one element type, got ")
+           << weight.getElementType() << " and " << input.getElementType();
+  // The labels against the logits the op would produce.
+  SmallVector<int64_t> logits(input.getShape());
+  logits.back() = weight.getDimSize(0);
+  if (failed(verifyCrossEntropy(
+          *this, RankedTensorType::get(logits, input.getElementType()),
+          getLabels().getType())))
+    return failure();
+  if (getChunkRows() <= 0)
+    return emitOpError("expects a positive chunk_rows, got ")
+           << getChunkRows();
+  return expectType(*this, "dinput", getDinput().getType(), input,
+                    "input type");
+}
+
 void LinearGradInputOp::build(OpBuilder &builder, OperationState &state,
                               Value dy, Value weight) {
   auto dyType = cast<RankedTensorType>(dy.getType());

@@ -896,6 +896,40 @@ def QLoRA_CrossEntropyGradOp : QLoRA_Op<"cross_entropy_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+def QLoRA_LmHeadLossOp : QLoRA_Op<"lm_head_loss", [Pure]> {
+  let summary = "the lm_head, its loss and the loss's input gradient, fused";
+  let description = [{
+    What `qlora.linear` (the lm_head), `qlora.cross_entropy`,
+    `qlora.cross_entropy_grad` and `qlora.linear_grad_input` compute
+    together: for `input` `[..., S, H]`, the head `weight` `[V, H]` and
+    `labels` `[..., S]`, `loss` is the mean shifted cross-entropy of
+    `input · weightᵀ` and `dinput` its gradient with respect to `input`,
+    scaled by `dloss`. The logits exist only `chunk_rows` rows at a time, so
+    the op never holds the batch's logits (2 GiB in bf16 at 8192 tokens
+    and a 128,256-word vocabulary). `qlora-fuse-lm-head-loss` forms it.
+
+    ```mlir
+    %loss, %dx = qlora.lm_head_loss %x, %w, %labels, %dloss {chunk_rows = 64 : i64}
+        : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x64xi32>, tensor<f32>)
+        -> (tensor<f32>, tensor<2x64x256xbf16>)
+    ```
+  }];
+  let arguments = (ins
+    QLoRA_FloatTensor:$input,
+    QLoRA_FloatTensor:$weight,
+    QLoRA_IndexTensor:$labels,
+    QLoRA_ScalarF32:$dloss,
+    DefaultValuedAttr<I64Attr, "-100">:$ignore_index,
+    I64Attr:$chunk_rows
+  );
+  let results = (outs QLoRA_ScalarF32:$loss, QLoRA_FloatTensor:$dinput);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $labels `,` $dloss attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def QLoRA_LinearGradInputOp : QLoRA_Op<"linear_grad_input", [Pure]> {
   let summary = "the input gradient of a projection, dx = dy · w";
   let description = [{

@@ -181,6 +181,35 @@ def FuseElementwisePass : Pass<"qlora-fuse-elementwise", "::mlir::ModuleOp"> {
   ];
 }
 
+def FuseLmHeadLossPass : Pass<"qlora-fuse-lm-head-loss", "::mlir::ModuleOp"> {
+  let summary = "fuse the lm_head, the loss and the loss's input gradient";
+  let description = [{
+    In a training step, the logits of `qlora.linear` (the lm_head, a dense
+    weight) feed only `qlora.cross_entropy` and `qlora.cross_entropy_grad`,
+    whose gradient feeds only the lm_head's `qlora.linear_grad_input`.
+    Together they become one `qlora.lm_head_loss` that produces the loss and
+    the input gradient row chunk by row chunk, so that no value holds the
+    batch's logits. Its chunk is as many rows as keep a chunk's bf16 logits
+    within 64 MiB (runtime/cuda/Workspaces.h). The fused op takes the place
+    of `qlora.cross_entropy_grad` (where `dloss` is known); anything else in
+    that shape stays as it is. For the cuda target, after
+    `qlora-assign-compute-type`.
+
+    Before:
+    ```mlir
+    %logits = qlora.linear %x, %w : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>) -> tensor<2x64x1024xbf16>
+    %loss = qlora.cross_entropy %logits, %labels : (tensor<2x64x1024xbf16>, tensor<2x64xi32>) -> tensor<f32>
+    %dlogits = qlora.cross_entropy_grad %logits, %labels, %dloss : (tensor<2x64x1024xbf16>, tensor<2x64xi32>, tensor<f32>) -> tensor<2x64x1024xbf16>
+    %dx = qlora.linear_grad_input %dlogits, %w : (tensor<2x64x1024xbf16>, tensor<1024x256xbf16>) -> tensor<2x64x256xbf16>
+    ```
+    After:
+    ```mlir
+    %loss, %dx = qlora.lm_head_loss %x, %w, %labels, %dloss {chunk_rows = 128 : i64} : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xbf16>)
+    ```
+  }];
+  let dependentDialects = ["::mlir::qlora::QLoRADialect"];
+}
+
 def FuseLoRAPass : Pass<"qlora-fuse-lora"> {
   let summary = "fuse a base projection with its LoRA branch";
   let description = [{

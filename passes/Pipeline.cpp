@@ -53,8 +53,12 @@ void mlir::qlora::buildQLoRAPipeline(OpPassManager &pm,
   // Then the lowering for the target: its compute type and the statistics
   // its backward kernels read (both only with a training step), a static
   // arena plan and the kernel calls.
-  if (options.buildTrainStep && options.target == "cuda")
+  if (options.buildTrainStep && options.target == "cuda") {
     pm.addPass(createAssignComputeTypePass());
+    // The batch's logits are never held: the lm_head, its loss and their
+    // input gradient go chunk by chunk.
+    pm.addPass(createFuseLmHeadLossPass());
+  }
   if (options.buildTrainStep)
     pm.addPass(createSaveForBackwardPass({options.target}));
   // Chains of elementwise work become generated kernels (cuda).
@@ -103,7 +107,8 @@ void mlir::qlora::registerQLoRAPipeline() {
       "qlora-pipeline",
       "The qlora compilation pipeline: inject-lora, quantize-weights, "
       "fuse-dequant-matmul, fuse-lora, build-train-step, the target's "
-      "assign-compute-type, save-for-backward and fuse-elementwise, "
+      "assign-compute-type, fuse-lm-head-loss, save-for-backward and "
+      "fuse-elementwise, "
       "rematerialize under a max-memory budget (and, when asked, "
       "plan-memory and convert-qlora-to-emitc)",
       buildQLoRAPipeline);

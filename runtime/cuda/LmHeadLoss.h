@@ -1,11 +1,14 @@
 //===- LmHeadLoss.h - The causal-LM head and its loss, in row chunks --------===//
 //
-// The lm_head product fused with cross-entropy, as the training step needs
-// it: loss and dX for x [rows, hidden] and a bf16 head W [vocab, hidden],
-// without materializing fp32 logits for the whole batch (at 8192 tokens and
-// a 32000 vocabulary those would be 1 GiB). Rows go through in chunks: the
-// chunk's fp32 logits (cuBLAS), the fused cross-entropy backward in place,
-// and the chunk's dX = dlogits · W.
+// The training step's lm_head product fused with its loss and the loss's
+// input gradient, so that the batch's logits are never held at once (at
+// 8192 tokens they are 500 MiB in bf16 with Llama-2's 32,000 words, 2 GiB
+// with Llama-3's 128,256). Rows go through in chunks of
+// lmHeadChunkRows(): the chunk's bf16 logits (cuBLAS, rounded as the
+// unfused step's qlora.linear rounds them), their loss and gradient in
+// place (crossEntropyRows, as crossEntropyBf16 computes them), and the
+// chunk's dx = dlogits · W. Asynchronous like every step kernel: the count
+// of counted labels stays on the device.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -19,17 +22,19 @@ typedef struct cublasContext *cublasHandle_t;
 
 namespace qlora::cuda {
 
-/// Device workspace of lmHeadLoss, sized by lmHeadLossScratchBytes.
-size_t lmHeadLossScratchBytes(int64_t rows, int64_t vocab, int64_t chunkRows);
-
-/// Mean cross-entropy over rows whose (already shifted) label is not
-/// ignoreIndex, and dx (=) its gradient for dloss = 1. Synchronizes
-/// `stream` twice (label counts before, losses after). Errors name the first
-/// invalid label.
-Expected<double> lmHeadLoss(cublasHandle_t blas, const uint16_t *x,
-                            const uint16_t *weight, const int32_t *labels,
-                            int64_t rows, int64_t hidden, int64_t vocab,
-                            int32_t ignoreIndex, int64_t chunkRows,
-                            void *scratch, uint16_t *dx, cudaStream_t stream);
+/// For x [batch * seq, hidden] and the head W [vocab, hidden] (bf16), with
+/// labels [batch, seq] shifted within each row as crossEntropyBf16 shifts
+/// them: *loss (=) the mean cross-entropy over counted rows, dx (=) its
+/// gradient times *dloss, and the first invalid label's position in
+/// status[kBadLabelPosition] (`status` may be null). `lossWorkspace` is
+/// CrossEntropyWorkspace::forRows(batch * seq).bytes and `chunkLogits`
+/// chunkRows * vocab bf16 (Workspaces.h), both device memory.
+Status lmHeadLossChunked(cublasHandle_t blas, const uint16_t *x,
+                         const uint16_t *weight, const int32_t *labels,
+                         int64_t batch, int64_t seq, int64_t hidden,
+                         int64_t vocab, int32_t ignoreIndex, int64_t chunkRows,
+                         void *lossWorkspace, uint16_t *chunkLogits,
+                         int32_t *status, float *loss, const float *dloss,
+                         uint16_t *dx, cudaStream_t stream);
 
 } // namespace qlora::cuda

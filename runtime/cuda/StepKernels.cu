@@ -337,35 +337,90 @@ Status dropoutBf16(const uint16_t *x, int64_t n, float p, const int32_t *seed,
   return Status::ok();
 }
 
+namespace {
+
+Status checkLossRows(int64_t rows, int64_t vocab) {
+  if (rows <= 0 || rows > INT32_MAX || vocab <= 0)
+    return makeError("crossEntropy: expects 0 < rows < 2^31 and a positive "
+                     "vocabulary, got rows = {}, vocab = {}",
+                     rows, vocab);
+  return Status::ok();
+}
+
+/// The workspace's parts (CrossEntropyWorkspace) for `rows` rows in all.
+struct LossParts {
+  int32_t *shifted;
+  float *rowLoss;
+  int32_t *count;
+};
+
+LossParts lossParts(void *workspace, int64_t rows) {
+  CrossEntropyWorkspace layout = CrossEntropyWorkspace::forRows(rows);
+  auto *base = static_cast<uint8_t *>(workspace);
+  return {reinterpret_cast<int32_t *>(base + layout.shiftedLabels),
+          reinterpret_cast<float *>(base + layout.rowLoss),
+          reinterpret_cast<int32_t *>(base + layout.count)};
+}
+
+} // namespace
+
+Status crossEntropyLabels(const int32_t *labels, int64_t batch, int64_t seq,
+                          int64_t vocab, int32_t ignoreIndex, void *workspace,
+                          int32_t *status, cudaStream_t stream) {
+  const int64_t rows = batch * seq;
+  QLORA_RETURN_IF_ERROR(checkLossRows(rows, vocab));
+  LossParts parts = lossParts(workspace, rows);
+  shiftLabelsKernel<<<1, kLabelThreads, 0, stream>>>(
+      labels, rows, seq, vocab, ignoreIndex, parts.shifted, parts.count,
+      status);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status crossEntropyRows(const uint16_t *logits, int64_t first, int64_t rows,
+                        int64_t totalRows, int64_t vocab, int32_t ignoreIndex,
+                        void *workspace, const float *dloss,
+                        uint16_t *dlogits, cudaStream_t stream) {
+  QLORA_RETURN_IF_ERROR(checkLossRows(totalRows, vocab));
+  if (first < 0 || rows <= 0 || first + rows > totalRows)
+    return makeError("crossEntropy: rows [{}, {}) outside the {} rows",
+                     first, first + rows, totalRows);
+  if (dlogits && !dloss)
+    return makeError("crossEntropy: the gradient needs dloss");
+  LossParts parts = lossParts(workspace, totalRows);
+  crossEntropyRowKernel<<<unsigned(rows), kRowThreads, 0, stream>>>(
+      logits, vocab, ignoreIndex, parts.shifted + first, parts.count, dloss,
+      dlogits, parts.rowLoss + first);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status crossEntropyMean(void *workspace, int64_t rows, float *loss,
+                        cudaStream_t stream) {
+  QLORA_RETURN_IF_ERROR(checkLossRows(rows, 1));
+  LossParts parts = lossParts(workspace, rows);
+  detail::meanLossKernel<<<1, detail::kMeanLossThreads, 0, stream>>>(
+      parts.rowLoss, rows, parts.count, loss);
+  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
 Status crossEntropyBf16(const uint16_t *logits, const int32_t *labels,
                         int64_t batch, int64_t seq, int64_t vocab,
                         int32_t ignoreIndex, void *workspace, int32_t *status,
                         float *loss, const float *dloss, uint16_t *dlogits,
                         cudaStream_t stream) {
   const int64_t rows = batch * seq;
-  if (rows <= 0 || rows > INT32_MAX || vocab <= 0)
-    return makeError("crossEntropy: expects 0 < rows < 2^31 and a positive "
-                     "vocabulary, got rows = {}, vocab = {}",
-                     rows, vocab);
   if (dlogits && !dloss)
     return makeError("crossEntropy: the gradient needs dloss");
-  CrossEntropyWorkspace layout = CrossEntropyWorkspace::forRows(rows);
-  auto *base = static_cast<uint8_t *>(workspace);
-  auto *shifted = reinterpret_cast<int32_t *>(base + layout.shiftedLabels);
-  auto *rowLoss = reinterpret_cast<float *>(base + layout.rowLoss);
-  auto *count = reinterpret_cast<int32_t *>(base + layout.count);
-  shiftLabelsKernel<<<1, kLabelThreads, 0, stream>>>(
-      labels, rows, seq, vocab, ignoreIndex, shifted, count, status);
-  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  crossEntropyRowKernel<<<unsigned(rows), kRowThreads, 0, stream>>>(
-      logits, vocab, ignoreIndex, shifted, count, dloss, dlogits, rowLoss);
-  QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  if (loss) {
-    detail::meanLossKernel<<<1, detail::kMeanLossThreads, 0, stream>>>(
-        rowLoss, rows, count, loss);
-    QLORA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  }
-  return Status::ok();
+  QLORA_RETURN_IF_ERROR(crossEntropyLabels(labels, batch, seq, vocab,
+                                           ignoreIndex, workspace, status,
+                                           stream));
+  QLORA_RETURN_IF_ERROR(crossEntropyRows(logits, 0, rows, rows, vocab,
+                                         ignoreIndex, workspace, dloss,
+                                         dlogits, stream));
+  return loss ? crossEntropyMean(workspace, rows, loss, stream)
+              : Status::ok();
 }
 
 } // namespace qlora::cuda

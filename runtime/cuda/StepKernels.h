@@ -65,4 +65,20 @@ Status crossEntropyBf16(const uint16_t *logits, const int32_t *labels,
                         float *loss, const float *dloss, uint16_t *dlogits,
                         cudaStream_t stream);
 
+/// crossEntropyBf16's three phases, for logits that come in row chunks
+/// (lmHeadLossChunked): crossEntropyLabels shifts and counts the labels of
+/// all batch * seq rows into the workspace (sized for all of them);
+/// crossEntropyRows computes rows [first, first + rows) of `totalRows` from
+/// those rows' logits (row `first` at `logits`), their losses and, with
+/// `dlogits`, their gradient; crossEntropyMean writes the mean loss.
+Status crossEntropyLabels(const int32_t *labels, int64_t batch, int64_t seq,
+                          int64_t vocab, int32_t ignoreIndex, void *workspace,
+                          int32_t *status, cudaStream_t stream);
+Status crossEntropyRows(const uint16_t *logits, int64_t first, int64_t rows,
+                        int64_t totalRows, int64_t vocab, int32_t ignoreIndex,
+                        void *workspace, const float *dloss,
+                        uint16_t *dlogits, cudaStream_t stream);
+Status crossEntropyMean(void *workspace, int64_t rows, float *loss,
+                        cudaStream_t stream);
+
 } // namespace qlora::cuda

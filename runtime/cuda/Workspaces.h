@@ -91,4 +91,18 @@ struct CrossEntropyWorkspace {
   }
 };
 
+/// The fused lm_head + loss (LmHeadLoss.h) holds one chunk of rows' bf16
+/// logits at a time: as many rows as fit in kLmHeadChunkLogitBytes, a
+/// multiple of 64 (at least 64, at most all rows). 64 MiB keeps the chunk's
+/// products large (1024 x 32000 for Llama-2, 256 x 128256 for Llama-3).
+constexpr int64_t kLmHeadChunkLogitBytes = int64_t(64) << 20;
+
+inline int64_t lmHeadChunkRows(int64_t rows, int64_t vocab) {
+  if (rows <= 0 || vocab <= 0)
+    return 1;
+  int64_t fit = kLmHeadChunkLogitBytes / (2 * vocab) / 64 * 64;
+  fit = fit < 64 ? 64 : fit;
+  return fit < rows ? fit : rows;
+}
+
 } // namespace qlora::cuda

@@ -11,6 +11,7 @@
 #include "runtime/cuda/CudaStatus.h"
 #include "runtime/cuda/CudnnAttention.h"
 #include "runtime/cuda/Gemm.h"
+#include "runtime/cuda/LmHeadLoss.h"
 #include "runtime/cuda/LoraGemm.h"
 #include "runtime/cuda/NF4Kernels.h"
 #include "runtime/cuda/StepKernels.h"
@@ -549,6 +550,22 @@ void crossEntropyGrad(StepContext *c, int64_t logits, int64_t labels,
                                  at<uint8_t>(c, workspace), nullptr, nullptr,
                                  f32(c, dloss), bf16(c, dlogits), stream(c)),
           "crossEntropyGrad");
+}
+
+void lmHeadLoss(StepContext *c, int64_t x, int64_t weight, int64_t labels,
+                int64_t dloss, int64_t batch, int64_t seq, int64_t hidden,
+                int64_t vocab, int64_t ignoreIndex, int64_t chunkRows,
+                int64_t lossWorkspace, int64_t chunkLogits, int64_t status,
+                int64_t loss, int64_t dx) {
+  if (!c->failed())
+    check(c,
+          cuda::lmHeadLossChunked(
+              blas(c), bf16(c, x), bf16(c, weight), i32(c, labels), batch,
+              seq, hidden, vocab, int32_t(ignoreIndex), chunkRows,
+              at<uint8_t>(c, lossWorkspace), bf16(c, chunkLogits),
+              i32(c, status), f32(c, loss), f32(c, dloss), bf16(c, dx),
+              stream(c)),
+          "lmHeadLoss");
 }
 
 // --- Optimizer ----------------------------------------------------------------------

@@ -1206,3 +1206,35 @@ func.func @reload_negative_transfer() {
   %r = qlora.reload "offload:0" {transfer = -1 : i64} : tensor<8x64xbf16>
   return
 }
+
+// -----
+
+func.func @lm_head_loss_weight_columns(%x: tensor<2x64x256xbf16>, %w: tensor<1024x128xbf16>, %l: tensor<2x64xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{'qlora.lm_head_loss' op expects weight to have 256 columns (input features), got 128}}
+  %loss, %dx = qlora.lm_head_loss %x, %w, %l, %d {chunk_rows = 64 : i64} : (tensor<2x64x256xbf16>, tensor<1024x128xbf16>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xbf16>)
+  return
+}
+
+// -----
+
+func.func @lm_head_loss_labels(%x: tensor<2x64x256xbf16>, %w: tensor<1024x256xbf16>, %l: tensor<2x32xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{'qlora.lm_head_loss' op expects labels dimension 1 to be 64 (from logits), got 32}}
+  %loss, %dx = qlora.lm_head_loss %x, %w, %l, %d {chunk_rows = 64 : i64} : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x32xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xbf16>)
+  return
+}
+
+// -----
+
+func.func @lm_head_loss_chunk(%x: tensor<2x64x256xbf16>, %w: tensor<1024x256xbf16>, %l: tensor<2x64xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{'qlora.lm_head_loss' op expects a positive chunk_rows, got 0}}
+  %loss, %dx = qlora.lm_head_loss %x, %w, %l, %d {chunk_rows = 0 : i64} : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xbf16>)
+  return
+}
+
+// -----
+
+func.func @lm_head_loss_dinput(%x: tensor<2x64x256xbf16>, %w: tensor<1024x256xbf16>, %l: tensor<2x64xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{'qlora.lm_head_loss' op expects dinput}}
+  %loss, %dx = qlora.lm_head_loss %x, %w, %l, %d {chunk_rows = 64 : i64} : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xf32>)
+  return
+}

@@ -26,7 +26,7 @@
 // TIGHT-LABEL: func.func @train_step
 // TIGHT-NOT: qlora.recomputed
 // TIGHT: qlora.input "grad_scale"
-// TIGHT: %[[CLONE:[^ ]+]] = qlora.{{[a-z_]+}} {{.*}}qlora.recomputed
+// TIGHT: %[[CLONE:[a-z_0-9]+]]{{(, %[a-z_0-9]+)*}} = qlora.{{[a-z_]+}} {{.*}}qlora.recomputed
 // TIGHT: qlora.{{[a-z_]+}}{{.*}} %[[CLONE]]
 // TIGHT-LABEL: func.func @apply_gradients
 // TIGHT-NOT: qlora.recomputed

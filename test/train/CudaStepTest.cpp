@@ -78,7 +78,7 @@ const std::vector<StepFixture> &fixtures() {
       {"dropout-cuda-offload", "demo", "cuda",
        {"--per_device_train_batch_size=4", "--max_seq_length=128", "--r=8",
         "--lora_alpha=16", "--lora_dropout=0.05",
-        "--max_memory=296.2MiB"}},
+        "--max_memory=295.9MiB"}},
   };
   return all;
 }
