@@ -168,9 +168,19 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
       backwardStart = position.lookup(op);
       break;
     }
+  // The copies run one after another on the copy stream, in the order
+  // their offloads are issued: the forward order of their values.
+  SmallVector<int64_t> order(offload.size());
+  for (auto [i, index] : llvm::enumerate(order))
+    index = int64_t(i);
+  llvm::stable_sort(order, [&](int64_t a, int64_t b) {
+    return position.lookup(offload[a].getDefiningOp()) <
+           position.lookup(offload[b].getDefiningOp());
+  });
+  double linkFree = 0; // when the copy stream finishes what it was given
   OpBuilder builder(func.getContext());
-  for (auto [i, offloaded] : llvm::enumerate(offload)) {
-    Value value = offloaded;
+  for (int64_t i : order) {
+    Value value = offload[i];
     Operation *lastForward = value.getDefiningOp(), *firstBackward = nullptr;
     for (Operation *user : value.getUsers()) {
       if (analysis.forward.contains(user)) {
@@ -191,12 +201,13 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
     builder.setInsertionPointAfter(value.getDefiningOp());
     auto start = OffloadOp::create(builder, loc, slot, out, value);
     // The wait goes after the last forward reader and after the ops the
-    // copy takes to run beside (within the forward); the device copy is
-    // held until then.
+    // copy runs beside, queued behind the copies issued before it (within
+    // the forward); the device copy is held until then.
     int64_t defined = position.lookup(value.getDefiningOp());
+    double copied = std::max(linkFree, elapsed[defined + 1]) + copySeconds;
+    linkFree = copied;
     int64_t wait = position.lookup(lastForward);
-    while (wait + 1 < backwardStart &&
-           elapsed[wait + 1] - elapsed[defined + 1] < copySeconds)
+    while (wait + 1 < backwardStart && elapsed[wait + 1] < copied)
       ++wait;
     builder.setInsertionPointAfter(wait == defined ? start.getOperation()
                                                    : ops[wait]);
