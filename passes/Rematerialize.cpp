@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <map>
 
 namespace mlir::qlora {
@@ -143,11 +144,12 @@ int64_t rewrite(func::FuncOp func, const StepAnalysis &analysis,
 }
 
 /// Offloads each of `offload` to a host slot: the copy starts after the
-/// value's op, the device copy is released after its last forward reader,
-/// the reload is issued early enough in the backward that the copy (at the
-/// target's host link speed, by the roofline of the ops between) arrives
-/// before the first backward reader, and every backward reader (recomputed
-/// clones included) reads the reloaded tensor.
+/// value's op, the device copy is released after its last forward reader
+/// once the copy is done, the reload is issued early enough in the backward
+/// that the copy arrives before the first backward reader, and every
+/// backward reader (recomputed clones included) reads the reloaded tensor.
+/// Copies take their size over the target's host link speed, one after
+/// another on the copy stream, beside ops that take their roofline time.
 void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
                    ArrayRef<Value> offload,
                    const TargetDescription &target) {
@@ -178,6 +180,14 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
            position.lookup(offload[b].getDefiningOp());
   });
   double linkFree = 0; // when the copy stream finishes what it was given
+  struct Reload {
+    Value value;
+    std::string slot;
+    int64_t transfer;
+    Operation *firstBackward;
+    double copySeconds;
+  };
+  SmallVector<Reload> reloads;
   OpBuilder builder(func.getContext());
   for (int64_t i : order) {
     Value value = offload[i];
@@ -212,17 +222,30 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
     builder.setInsertionPointAfter(wait == defined ? start.getOperation()
                                                    : ops[wait]);
     OffloadWaitOp::create(builder, loc, slot, out, value);
-    // Half again the copy's time ahead of the first reader.
-    double lead = 1.5 * copySeconds;
-    int64_t use = position.lookup(firstBackward), issue = use;
-    while (issue > backwardStart &&
-           elapsed[use] - elapsed[issue] < lead)
+    reloads.push_back({value, slot, back, firstBackward, copySeconds});
+  }
+  // The reloads run one after another on the copy stream too. From the
+  // last reader back: each copy ends half its time before its first
+  // reader and before the copy queued after it starts, and is issued at
+  // the last op that starts before its copy must.
+  llvm::stable_sort(reloads, [&](const Reload &a, const Reload &b) {
+    return position.lookup(a.firstBackward) > position.lookup(b.firstBackward);
+  });
+  double deadline = std::numeric_limits<double>::infinity();
+  for (Reload &r : reloads) {
+    int64_t use = position.lookup(r.firstBackward), issue = use;
+    double finish = std::min(elapsed[use] - 0.5 * r.copySeconds, deadline);
+    double start = finish - r.copySeconds;
+    deadline = start;
+    while (issue > backwardStart && elapsed[issue] > start)
       --issue;
+    Location loc = r.value.getLoc();
     builder.setInsertionPoint(ops[issue]);
-    auto reload = ReloadOp::create(builder, loc, value.getType(), slot, back);
-    builder.setInsertionPoint(firstBackward);
-    ReloadWaitOp::create(builder, loc, slot, back, reload.getResult());
-    value.replaceUsesWithIf(reload.getResult(), [&](OpOperand &use) {
+    auto reload =
+        ReloadOp::create(builder, loc, r.value.getType(), r.slot, r.transfer);
+    builder.setInsertionPoint(r.firstBackward);
+    ReloadWaitOp::create(builder, loc, r.slot, r.transfer, reload.getResult());
+    r.value.replaceUsesWithIf(reload.getResult(), [&](OpOperand &use) {
       Operation *user = use.getOwner();
       return !analysis.forward.contains(user) &&
              !isa<OffloadOp, OffloadWaitOp, ReloadWaitOp>(user);
