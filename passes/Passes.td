@@ -404,10 +404,13 @@ def RematerializePass : Pass<"qlora-rematerialize", "::mlir::ModuleOp"> {
     When recomputation alone cannot reach the budget, the saved values it
     leaves kept are offloaded to pinned host memory,
     largest group first: `qlora.offload` after the value's op,
-    `qlora.offload_wait` after its last forward reader, `qlora.reload` where
-    the offloaded value needed before it comes back (so that the copy
-    overlaps that value's backward), and `qlora.reload_wait` before its
-    first backward reader, which reads the reloaded tensor from then on.
+    `qlora.offload_wait` after its last forward reader and after the copy
+    is done, `qlora.reload` early enough that the copy is back half its
+    time before the first backward reader, and `qlora.reload_wait` before
+    that reader, which reads the reloaded tensor from then on. Copies take
+    their size over the target's host link speed, one after another on the
+    copy stream (in both directions), beside ops that take their roofline
+    time.
 
     The rewrite clones each recomputed value's op right before its first
     backward reader, with its operands recomputed the same way or read
