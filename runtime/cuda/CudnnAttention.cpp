@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,17 +71,12 @@ public:
     if (axis >= 0)
       set(desc, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis);
     finalize(desc, "a pointwise descriptor");
-    Descriptor op =
-        create(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
-    setDescriptor(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
-    if (b)
-      setDescriptor(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
-    if (t)
-      setDescriptor(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
-    finalize(op, "a pointwise operation");
-    ops_.push_back(op);
+    operation(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise",
+              {{CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, desc},
+               {CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x},
+               {CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b},
+               {CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t},
+               {CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y}});
     return y;
   }
   Descriptor unary(cudnnPointwiseMode_t mode, Descriptor x, Descriptor y) {
@@ -97,14 +93,11 @@ public:
     cudnnDataType_t compute = CUDNN_DATA_FLOAT;
     set(desc, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
     finalize(desc, "a matmul descriptor");
-    Descriptor op =
-        create(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
-    setDescriptor(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, a);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, desc);
-    finalize(op, "a matmul operation");
-    ops_.push_back(op);
+    operation(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul",
+              {{CUDNN_ATTR_OPERATION_MATMUL_ADESC, a},
+               {CUDNN_ATTR_OPERATION_MATMUL_BDESC, b},
+               {CUDNN_ATTR_OPERATION_MATMUL_CDESC, c},
+               {CUDNN_ATTR_OPERATION_MATMUL_DESC, desc}});
     return c;
   }
 
@@ -117,24 +110,18 @@ public:
     set(desc, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1,
         &compute);
     finalize(desc, "a reduction descriptor");
-    Descriptor operation =
-        create(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
-    setDescriptor(operation, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x);
-    setDescriptor(operation, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y);
-    setDescriptor(operation, CUDNN_ATTR_OPERATION_REDUCTION_DESC, desc);
-    finalize(operation, "a reduction operation");
-    ops_.push_back(operation);
+    operation(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction",
+              {{CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x},
+               {CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y},
+               {CUDNN_ATTR_OPERATION_REDUCTION_DESC, desc}});
     return y;
   }
 
   /// y = x seen through y's dimensions and strides.
   Descriptor reshape(Descriptor x, Descriptor y) {
-    Descriptor op =
-        create(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
-    setDescriptor(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x);
-    setDescriptor(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y);
-    finalize(op, "a reshape operation");
-    ops_.push_back(op);
+    operation(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape",
+              {{CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x},
+               {CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y}});
     return y;
   }
 
@@ -200,6 +187,20 @@ public:
   }
 
 private:
+  /// An operation of the graph from its descriptor attributes (null ones
+  /// left unset).
+  void operation(
+      cudnnBackendDescriptorType_t type, const char *what,
+      std::initializer_list<std::pair<cudnnBackendAttributeName_t, Descriptor>>
+          attributes) {
+    Descriptor op = create(type, what);
+    for (auto [name, value] : attributes)
+      if (value)
+        setDescriptor(op, name, value);
+    finalize(op, (std::string("a ") + what + " operation").c_str());
+    ops_.push_back(op);
+  }
+
   Descriptor makeTensor(int64_t uid, cudnnDataType_t type, const Dims &dims,
                         const Dims &strides, bool isVirtual, bool byValue,
                         bool f16x16) {
