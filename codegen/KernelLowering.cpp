@@ -1,6 +1,8 @@
 //===- KernelLowering.cpp - Per-target patterns from ops to kernel calls ----===//
 #include "codegen/KernelLowering.h"
 
+#include "runtime/RopeScaling.h"
+
 #include "dialects/QLoRAOps.h"
 #include "dialects/QLoRATypes.h"
 
@@ -247,8 +249,18 @@ void populateSlotLowerings(KernelLoweringSet &set) {
 namespace {
 
 LogicalResult lowerRope(Operation *op, StringRef kernel, Value input,
-                        int64_t headDim, float theta,
+                        int64_t headDim, float theta, RopeLlama3Attr scaled,
                         LoweringContext &context) {
+  // Without rope scaling, original_max_position_embeddings 0 says so.
+  ::qlora::RopeScaling scaling;
+  if (scaled) {
+    scaling.factor = float(scaled.getFactor().convertToDouble());
+    scaling.lowFreqFactor = float(scaled.getLowFreqFactor().convertToDouble());
+    scaling.highFreqFactor =
+        float(scaled.getHighFreqFactor().convertToDouble());
+    scaling.originalMaxPositionEmbeddings =
+        scaled.getOriginalMaxPositionEmbeddings();
+  }
   ArrayRef<int64_t> shape = shapeOf(input);
   if (shape.size() != 3)
     return op->emitError() << "expects a [batch, seq, heads * head_dim] "
@@ -260,6 +272,10 @@ LogicalResult lowerRope(Operation *op, StringRef kernel, Value input,
       .i64(shape[2] / headDim)
       .i64(headDim)
       .f32(theta)
+      .f32(scaling.factor)
+      .f32(scaling.lowFreqFactor)
+      .f32(scaling.highFreqFactor)
+      .i64(scaling.originalMaxPositionEmbeddings)
       .buffer(op->getResult(0))
       .emit();
 }
@@ -318,11 +334,13 @@ void populateSharedKernelLowerings(KernelLoweringSet &set) {
   });
   set.add<RopeOp>([](RopeOp rope, LoweringContext &context) {
     return lowerRope(rope, "rope", rope.getInput(), rope.getHeadDim(),
-                     rope.getTheta().convertToFloat(), context);
+                     rope.getTheta().convertToFloat(),
+                     rope.getRopeScalingAttr(), context);
   });
   set.add<RopeGradOp>([](RopeGradOp rope, LoweringContext &context) {
     return lowerRope(rope, "ropeGrad", rope.getDy(), rope.getHeadDim(),
-                     rope.getTheta().convertToFloat(), context);
+                     rope.getTheta().convertToFloat(),
+                     rope.getRopeScalingAttr(), context);
   });
   // Without a saved lse (no qlora-save-for-backward), the forward writes it
   // to a workspace.

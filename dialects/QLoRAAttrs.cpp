@@ -227,6 +227,72 @@ double LoraConfigAttr::scale() const {
 }
 
 //===----------------------------------------------------------------------===//
+// RopeLlama3Attr
+//===----------------------------------------------------------------------===//
+
+Attribute RopeLlama3Attr::parse(AsmParser &parser, Type) {
+  SMLoc loc = parser.getCurrentLocation();
+  double factor = 0, low = 0, high = 0;
+  int64_t original = 0;
+  llvm::StringSet<> seen;
+  auto parseValue = [&](StringRef key) -> ParseResult {
+    seen.insert(key);
+    if (key == "factor")
+      return parseNumber(parser, key, factor);
+    if (key == "low_freq_factor")
+      return parseNumber(parser, key, low);
+    if (key == "high_freq_factor")
+      return parseNumber(parser, key, high);
+    return parser.parseInteger(original);
+  };
+  const SmallVector<StringRef> keys = {"factor", "low_freq_factor",
+                                       "high_freq_factor",
+                                       "original_max_position_embeddings"};
+  if (parser.parseLess() ||
+      qlora::detail::parseKeyedEntries(parser, keys, /*leadingComma=*/false,
+                                       parseValue))
+    return {};
+  for (StringRef key : keys)
+    if (!seen.contains(key)) {
+      parser.emitError(loc, "expects '") << key << "'";
+      return {};
+    }
+  return getChecked([&] { return parser.emitError(loc); }, parser.getContext(),
+                    APFloat(factor), APFloat(low), APFloat(high), original);
+}
+
+void RopeLlama3Attr::print(AsmPrinter &printer) const {
+  using qlora::detail::formatFloatLiteral;
+  printer << "<factor = " << formatFloatLiteral(getFactor().convertToDouble())
+          << ", low_freq_factor = "
+          << formatFloatLiteral(getLowFreqFactor().convertToDouble())
+          << ", high_freq_factor = "
+          << formatFloatLiteral(getHighFreqFactor().convertToDouble())
+          << ", original_max_position_embeddings = "
+          << getOriginalMaxPositionEmbeddings() << ">";
+}
+
+LogicalResult
+RopeLlama3Attr::verify(function_ref<InFlightDiagnostic()> emitError,
+                       APFloat factorValue, APFloat lowValue,
+                       APFloat highValue, int64_t original) {
+  double factor = factorValue.convertToDouble();
+  double low = lowValue.convertToDouble();
+  double high = highValue.convertToDouble();
+  if (!(factor > 0.0) || !std::isfinite(factor))
+    return emitError() << "expects factor > 0, got " << fmt(factor);
+  if (!(low > 0.0) || !(high > low) || !std::isfinite(high))
+    return emitError() << "expects 0 < low_freq_factor < high_freq_factor, "
+                          "got "
+                       << fmt(low) << " and " << fmt(high);
+  if (original <= 0)
+    return emitError() << "expects original_max_position_embeddings > 0, got "
+                       << original;
+  return success();
+}
+
+
+//===----------------------------------------------------------------------===//
 // The memory plan: BufferAttr and BufferPartAttr
 //===----------------------------------------------------------------------===//
 

@@ -84,6 +84,40 @@ def QLoRA_LoraConfigAttr : QLoRA_Attr<"LoraConfig", "lora_config"> {
   }];
 }
 
+def QLoRA_RopeLlama3Attr : QLoRA_Attr<"RopeLlama3", "rope_llama3"> {
+  let summary = "Llama 3's rope scaling (transformers' rope_type llama3)";
+  let description = [{
+    The `rope_scaling` of Llama 3.1 and later checkpoints, with transformers'
+    field names: inverse frequencies whose wavelength exceeds
+    `original_max_position_embeddings / low_freq_factor` are divided by
+    `factor`, those shorter than `original_max_position_embeddings /
+    high_freq_factor` are kept, and the band between is blended
+    (runtime/RopeScaling.h computes them). Every field must be given.
+
+    ```mlir
+    #qlora.rope_llama3<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>
+    ```
+  }];
+  let parameters = (ins
+    APFloatParameter<"the low frequencies' divisor">:$factor,
+    APFloatParameter<"where the band starts">:$lowFreqFactor,
+    APFloatParameter<"where the band ends">:$highFreqFactor,
+    "int64_t":$originalMaxPositionEmbeddings
+  );
+  let builders = [
+    AttrBuilder<(ins "double":$factor, "double":$lowFreqFactor,
+                     "double":$highFreqFactor,
+                     "int64_t":$originalMaxPositionEmbeddings), [{
+      return $_get($_ctxt, ::llvm::APFloat(factor),
+                   ::llvm::APFloat(lowFreqFactor),
+                   ::llvm::APFloat(highFreqFactor),
+                   originalMaxPositionEmbeddings);
+    }]>
+  ];
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
 def QLoRA_BufferPartAttr : QLoRA_Attr<"BufferPart", "part"> {
   let summary = "one physical part of a planned buffer";
   let description = [{

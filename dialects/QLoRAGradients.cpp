@@ -196,7 +196,8 @@ LogicalResult RopeOp::buildGradients(OpBuilder &builder,
   Value dy = singleResultGrad(resultGrads, needGrad);
   if (dy)
     grads[0] = RopeGradOp::create(builder, getLoc(), dy, getHeadDim(),
-                                  getTheta().convertToFloat());
+                                  getTheta().convertToFloat(),
+                                  getRopeScalingAttr());
   return success();
 }
 

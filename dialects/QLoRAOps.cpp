@@ -618,9 +618,10 @@ static LogicalResult verifyRope(Operation *op, StringRef name,
 }
 
 void RopeOp::build(OpBuilder &builder, OperationState &state, Value input,
-                   int64_t headDim, float theta) {
+                   int64_t headDim, float theta, RopeLlama3Attr ropeScaling) {
   build(builder, state, input.getType(), input,
-        builder.getI64IntegerAttr(headDim), builder.getF32FloatAttr(theta));
+        builder.getI64IntegerAttr(headDim), builder.getF32FloatAttr(theta),
+        ropeScaling);
 }
 
 LogicalResult RopeOp::verify() {
@@ -890,9 +891,10 @@ LogicalResult RmsNormGradOp::verify() {
 }
 
 void RopeGradOp::build(OpBuilder &builder, OperationState &state, Value dy,
-                       int64_t headDim, float theta) {
+                       int64_t headDim, float theta,
+                       RopeLlama3Attr ropeScaling) {
   build(builder, state, dy.getType(), dy, builder.getI64IntegerAttr(headDim),
-        builder.getF32FloatAttr(theta));
+        builder.getF32FloatAttr(theta), ropeScaling);
 }
 
 LogicalResult RopeGradOp::verify() {

@@ -621,7 +621,9 @@ def QLoRA_RopeOp : QLoRA_Op<"rope", [Pure, Differentiable]> {
     embedding: with `inv_freq[i] = theta^(-2i / head_dim)` for
     `i < head_dim / 2`, angles `p · inv_freq` repeated twice, and
     `rotate_half(x) = cat(-x[half:], x[:half])`,
-    `y = x · cos + rotate_half(x) · sin`. The result has `x`'s type.
+    `y = x · cos + rotate_half(x) · sin`. The result has `x`'s type. With
+    `rope_scaling` (Llama 3), the inverse frequencies are rescaled as
+    `#qlora.rope_llama3` describes.
 
     In CUDA terms this is an elementwise kernel that computes sin/cos on the
     fly (or reads a small [S, head_dim / 2] table) and pairs element `i`
@@ -634,7 +636,8 @@ def QLoRA_RopeOp : QLoRA_Op<"rope", [Pure, Differentiable]> {
   let arguments = (ins
     QLoRA_FloatTensor:$input,
     I64Attr:$head_dim,
-    F32Attr:$theta
+    F32Attr:$theta,
+    OptionalAttr<QLoRA_RopeLlama3Attr>:$rope_scaling
   );
   let results = (outs QLoRA_FloatTensor:$result);
   let assemblyFormat = [{
@@ -642,7 +645,8 @@ def QLoRA_RopeOp : QLoRA_Op<"rope", [Pure, Differentiable]> {
   }];
   let builders = [
     OpBuilder<(ins "::mlir::Value":$input, "int64_t":$headDim,
-                   "float":$theta)>
+                   "float":$theta,
+                   CArg<"::mlir::qlora::RopeLlama3Attr", "{}">:$ropeScaling)>
   ];
   let hasVerifier = 1;
 }
@@ -1065,7 +1069,8 @@ def QLoRA_RopeGradOp : QLoRA_Op<"rope_grad", [Pure]> {
   let arguments = (ins
     QLoRA_FloatTensor:$dy,
     I64Attr:$head_dim,
-    F32Attr:$theta
+    F32Attr:$theta,
+    OptionalAttr<QLoRA_RopeLlama3Attr>:$rope_scaling
   );
   let results = (outs QLoRA_FloatTensor:$result);
   let assemblyFormat = [{
@@ -1073,7 +1078,8 @@ def QLoRA_RopeGradOp : QLoRA_Op<"rope_grad", [Pure]> {
   }];
   let builders = [
     OpBuilder<(ins "::mlir::Value":$dy, "int64_t":$headDim,
-                   "float":$theta)>
+                   "float":$theta,
+                   CArg<"::mlir::qlora::RopeLlama3Attr", "{}">:$ropeScaling)>
   ];
   let hasVerifier = 1;
 }

@@ -22,6 +22,7 @@
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/RopeScaling.h"
 
 #include <cstdint>
 
@@ -73,17 +74,19 @@ void rmsNorm(const float *x, const float *weight, int64_t rows, int64_t hidden,
 void rmsNormBackward(const float *x, const float *weight, const float *dy,
                      int64_t rows, int64_t hidden, float eps, float *dx);
 
-/// HF Llama "default" rotary embedding with rotate_half, positions 0..seq-1
-/// in every batch row. x, y: [batch, seq, heads * headDim], headDim even.
-/// inv_freq[i] = 1 / theta^(2i / headDim) and angle = pos * inv_freq in fp32
-/// as torch computes them; y = x * cos + rotate_half(x) * sin, where
-/// rotate_half(x) = cat(-x2, x1) over the halves of each head.
-/// y (=) must not alias x.
+/// HF Llama rotary embedding with rotate_half, positions 0..seq-1 in every
+/// batch row. x, y: [batch, seq, heads * headDim], headDim even.
+/// inv_freq = ropeInverseFrequencies(headDim, theta, scaling) and angle =
+/// pos * inv_freq in fp32 as torch computes them; y = x * cos +
+/// rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1) over the
+/// halves of each head. y (=) must not alias x.
 void rope(const float *x, int64_t batch, int64_t seq, int64_t heads,
-          int64_t headDim, float theta, float *y);
+          int64_t headDim, float theta, float *y,
+          const RopeScaling &scaling = {});
 /// dx (=) of rope: the rotation by the opposite angle. dx must not alias dy.
 void ropeBackward(const float *dy, int64_t batch, int64_t seq, int64_t heads,
-                  int64_t headDim, float theta, float *dx);
+                  int64_t headDim, float theta, float *dx,
+                  const RopeScaling &scaling = {});
 
 //===----------------------------------------------------------------------===//
 // Attention

@@ -1,6 +1,7 @@
 //===- Rope.cpp - Llama rotary position embedding ---------------------------===//
 //
-// HF LlamaRotaryEmbedding ("default" rope type, attention_scaling 1) with
+// HF LlamaRotaryEmbedding ("default" and "llama3" rope types, attention
+// scaling 1; inverse frequencies from runtime/RopeScaling.h) with
 // apply_rotary_pos_emb's rotate_half convention: pairs (i, i + headDim/2) of
 // each head rotate by pos * inv_freq[i]. The angles are computed in fp32 as
 // torch computes them; the cos/sin table is built once per call.
@@ -9,6 +10,7 @@
 #include "runtime/cpu/Kernels.h"
 
 #include "runtime/Parallel.h"
+#include "runtime/RopeScaling.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,14 +24,11 @@ namespace {
 struct RopeTable {
   std::vector<float> cos, sin;
 
-  RopeTable(int64_t seq, int64_t headDim, float theta) {
+  RopeTable(int64_t seq, int64_t headDim, float theta,
+            const RopeScaling &scaling) {
     int64_t half = headDim / 2;
-    std::vector<float> invFreq(static_cast<size_t>(half));
-    for (int64_t i = 0; i < half; ++i) {
-      // torch: arange(0, dim, 2).float() / dim, then base ** that, then 1 /.
-      float exponent = float(2 * i) / float(headDim);
-      invFreq[size_t(i)] = 1.0f / std::pow(theta, exponent);
-    }
+    std::vector<float> invFreq =
+        ropeInverseFrequencies(headDim, theta, scaling);
     cos.resize(size_t(seq * half));
     sin.resize(size_t(seq * half));
     for (int64_t pos = 0; pos < seq; ++pos)
@@ -43,8 +42,9 @@ struct RopeTable {
 
 /// out = in rotated by +angle (forward) or -angle (backward, the transpose).
 void rotate(const float *in, int64_t batch, int64_t seq, int64_t heads,
-            int64_t headDim, float theta, bool inverse, float *out) {
-  RopeTable table(seq, headDim, theta);
+            int64_t headDim, float theta, const RopeScaling &scaling,
+            bool inverse, float *out) {
+  RopeTable table(seq, headDim, theta, scaling);
   int64_t half = headDim / 2, width = heads * headDim;
   parallelFor(0, batch * seq, std::max<int64_t>(1, 8192 / width),
               [&](int64_t begin, int64_t end) {
@@ -75,13 +75,16 @@ void rotate(const float *in, int64_t batch, int64_t seq, int64_t heads,
 } // namespace
 
 void rope(const float *x, int64_t batch, int64_t seq, int64_t heads,
-          int64_t headDim, float theta, float *y) {
-  rotate(x, batch, seq, heads, headDim, theta, /*inverse=*/false, y);
+          int64_t headDim, float theta, float *y,
+          const RopeScaling &scaling) {
+  rotate(x, batch, seq, heads, headDim, theta, scaling, /*inverse=*/false, y);
 }
 
 void ropeBackward(const float *dy, int64_t batch, int64_t seq, int64_t heads,
-                  int64_t headDim, float theta, float *dx) {
-  rotate(dy, batch, seq, heads, headDim, theta, /*inverse=*/true, dx);
+                  int64_t headDim, float theta, float *dx,
+                  const RopeScaling &scaling) {
+  rotate(dy, batch, seq, heads, headDim, theta, scaling, /*inverse=*/true,
+         dx);
 }
 
 } // namespace cpu

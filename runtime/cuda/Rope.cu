@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace qlora::cuda {
 namespace {
@@ -150,20 +151,21 @@ void launch(bool inverse, const uint16_t *in, int64_t rows, int64_t seq,
 
 Status rotate(const char *name, bool inverse, const uint16_t *in,
               int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
-              float theta, uint16_t *out, cudaStream_t stream) {
+              float theta, const RopeScaling &scaling, uint16_t *out,
+              cudaStream_t stream) {
   if (headDim <= 0 || headDim % 2 != 0 || headDim > kMaxRopeHeadDim)
     return makeError("{}: expects an even headDim of at most {}, got {}", name,
                      kMaxRopeHeadDim, headDim);
   if (batch <= 0 || seq <= 0 || heads <= 0)
     return Status::ok();
   const int64_t half = headDim / 2;
+  // cpu::rope's frequencies, so that the GPU rotates by the same fp32
+  // angles.
   InvFreq invFreq{};
-  for (int64_t i = 0; i < half; ++i) {
-    // Exactly cpu::rope's expression (torch: base ** (arange(0, dim, 2) /
-    // dim), then 1 /), so that the GPU rotates by the same fp32 angles.
-    float exponent = float(2 * i) / float(headDim);
-    invFreq.values[i] = 1.0f / std::pow(theta, exponent);
-  }
+  std::vector<float> frequencies =
+      ropeInverseFrequencies(headDim, theta, scaling);
+  for (int64_t i = 0; i < half; ++i)
+    invFreq.values[i] = frequencies[size_t(i)];
   const bool aligned = ((reinterpret_cast<uintptr_t>(in) |
                          reinterpret_cast<uintptr_t>(out)) & 15u) == 0;
   if (half % 8 == 0 && aligned)
@@ -180,16 +182,16 @@ Status rotate(const char *name, bool inverse, const uint16_t *in,
 
 Status ropeForward(const uint16_t *x, int64_t batch, int64_t seq,
                    int64_t heads, int64_t headDim, float theta, uint16_t *y,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, const RopeScaling &scaling) {
   return rotate("ropeForward", /*inverse=*/false, x, batch, seq, heads,
-                headDim, theta, y, stream);
+                headDim, theta, scaling, y, stream);
 }
 
 Status ropeBackward(const uint16_t *dy, int64_t batch, int64_t seq,
                     int64_t heads, int64_t headDim, float theta, uint16_t *dx,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const RopeScaling &scaling) {
   return rotate("ropeBackward", /*inverse=*/true, dy, batch, seq, heads,
-                headDim, theta, dx, stream);
+                headDim, theta, scaling, dx, stream);
 }
 
 } // namespace qlora::cuda

@@ -17,6 +17,7 @@
 #pragma once
 
 #include "runtime/Error.h"
+#include "runtime/RopeScaling.h"
 #include "runtime/cuda/Workspaces.h"
 
 #include <cstdint>
@@ -50,21 +51,21 @@ Status rmsNormBackward(const uint16_t *x, const uint16_t *weight,
 /// argument).
 constexpr int64_t kMaxRopeHeadDim = 512;
 
-/// HF Llama "default" rotary embedding with rotate_half, positions 0..seq-1
-/// in every batch row, x and y bf16 [batch, seq, heads * headDim]:
-/// y = x * cos + rotate_half(x) * sin. inv_freq is computed on the host as
-/// cpu::rope computes it (bit for bit); angle = pos * inv_freq[i] in fp32,
+/// HF Llama rotary embedding with rotate_half, positions 0..seq-1 in every
+/// batch row, x and y bf16 [batch, seq, heads * headDim]:
+/// y = x * cos + rotate_half(x) * sin. inv_freq is cpu::rope's
+/// (ropeInverseFrequencies on the host); angle = pos * inv_freq[i] in fp32,
 /// then sincosf. headDim must be even and at most kMaxRopeHeadDim. y (=)
 /// may alias x.
 Status ropeForward(const uint16_t *x, int64_t batch, int64_t seq,
                    int64_t heads, int64_t headDim, float theta, uint16_t *y,
-                   cudaStream_t stream);
+                   cudaStream_t stream, const RopeScaling &scaling = {});
 
 /// dx (=) of ropeForward: the rotation by the opposite angle. dx may alias
 /// dy.
 Status ropeBackward(const uint16_t *dy, int64_t batch, int64_t seq,
                     int64_t heads, int64_t headDim, float theta, uint16_t *dx,
-                    cudaStream_t stream);
+                    cudaStream_t stream, const RopeScaling &scaling = {});
 
 //===----------------------------------------------------------------------===//
 // SwiGLU

@@ -175,16 +175,24 @@ inline void rmsNormGrad(StepContext *c, int64_t x, int64_t weight, int64_t dy,
 }
 
 inline void rope(StepContext *c, int64_t x, int64_t batch, int64_t seq,
-                 int64_t heads, int64_t headDim, float theta, int64_t y) {
+                 int64_t heads, int64_t headDim, float theta, float factor,
+                 float lowFreqFactor, float highFreqFactor,
+                 int64_t originalMaxPositionEmbeddings, int64_t y) {
   if (!c->failed())
-    cpu::rope(c->f32(x), batch, seq, heads, headDim, theta, c->f32(y));
+    cpu::rope(c->f32(x), batch, seq, heads, headDim, theta, c->f32(y),
+              {factor, lowFreqFactor, highFreqFactor,
+               originalMaxPositionEmbeddings});
 }
 
 inline void ropeGrad(StepContext *c, int64_t dy, int64_t batch, int64_t seq,
-                     int64_t heads, int64_t headDim, float theta, int64_t dx) {
+                     int64_t heads, int64_t headDim, float theta, float factor,
+                     float lowFreqFactor, float highFreqFactor,
+                     int64_t originalMaxPositionEmbeddings, int64_t dx) {
   if (!c->failed())
     cpu::ropeBackward(c->f32(dy), batch, seq, heads, headDim, theta,
-                      c->f32(dx));
+                      c->f32(dx),
+                      {factor, lowFreqFactor, highFreqFactor,
+                       originalMaxPositionEmbeddings});
 }
 
 inline void attention(StepContext *c, int64_t q, int64_t k, int64_t v,

@@ -274,20 +274,28 @@ void rmsNormGrad(StepContext *c, int64_t x, int64_t weight, int64_t dy,
 }
 
 void rope(StepContext *c, int64_t x, int64_t batch, int64_t seq,
-          int64_t heads, int64_t headDim, float theta, int64_t y) {
+          int64_t heads, int64_t headDim, float theta, float factor,
+          float lowFreqFactor, float highFreqFactor,
+          int64_t originalMaxPositionEmbeddings, int64_t y) {
   if (!c->failed())
     check(c,
           cuda::ropeForward(bf16(c, x), batch, seq, heads, headDim, theta,
-                            bf16(c, y), stream(c)),
+                            bf16(c, y), stream(c),
+                            {factor, lowFreqFactor, highFreqFactor,
+                             originalMaxPositionEmbeddings}),
           "rope");
 }
 
 void ropeGrad(StepContext *c, int64_t dy, int64_t batch, int64_t seq,
-              int64_t heads, int64_t headDim, float theta, int64_t dx) {
+              int64_t heads, int64_t headDim, float theta, float factor,
+              float lowFreqFactor, float highFreqFactor,
+              int64_t originalMaxPositionEmbeddings, int64_t dx) {
   if (!c->failed())
     check(c,
           cuda::ropeBackward(bf16(c, dy), batch, seq, heads, headDim, theta,
-                             bf16(c, dx), stream(c)),
+                             bf16(c, dx), stream(c),
+                             {factor, lowFreqFactor, highFreqFactor,
+                              originalMaxPositionEmbeddings}),
           "ropeGrad");
 }
 

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Bump when QLoRAStepContext or a kernel table changes. */
-#define QLORA_STEP_ABI_VERSION 3u
+#define QLORA_STEP_ABI_VERSION 4u
 
 #ifdef __cplusplus
 extern "C" {

@@ -1238,3 +1238,27 @@ func.func @lm_head_loss_dinput(%x: tensor<2x64x256xbf16>, %w: tensor<1024x256xbf
   %loss, %dx = qlora.lm_head_loss %x, %w, %l, %d {chunk_rows = 64 : i64} : (tensor<2x64x256xbf16>, tensor<1024x256xbf16>, tensor<2x64xi32>, tensor<f32>) -> (tensor<f32>, tensor<2x64x256xf32>)
   return
 }
+
+// -----
+
+func.func @rope_llama3_band(%x: tensor<2x64x256xf32>) {
+  // expected-error @+1 {{expects 0 < low_freq_factor < high_freq_factor, got 4 and 1}}
+  %y = qlora.rope %x {head_dim = 64 : i64, theta = 500000.0 : f32, rope_scaling = #qlora.rope_llama3<factor = 8.0, low_freq_factor = 4.0, high_freq_factor = 1.0, original_max_position_embeddings = 8192>} : tensor<2x64x256xf32>
+  return
+}
+
+// -----
+
+func.func @rope_llama3_missing(%x: tensor<2x64x256xf32>) {
+  // expected-error @+1 {{expects 'original_max_position_embeddings'}}
+  %y = qlora.rope %x {head_dim = 64 : i64, theta = 500000.0 : f32, rope_scaling = #qlora.rope_llama3<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0>} : tensor<2x64x256xf32>
+  return
+}
+
+// -----
+
+func.func @rope_llama3_factor(%x: tensor<2x64x256xf32>) {
+  // expected-error @+1 {{expects factor > 0, got 0}}
+  %y = qlora.rope %x {head_dim = 64 : i64, theta = 500000.0 : f32, rope_scaling = #qlora.rope_llama3<factor = 0.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>} : tensor<2x64x256xf32>
+  return
+}

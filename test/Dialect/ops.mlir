@@ -253,3 +253,13 @@ func.func @offload_and_reload(%x: tensor<8x64xbf16>) -> tensor<8x64xbf16> {
   qlora.reload_wait "offload:0", %r {transfer = 1 : i64} : tensor<8x64xbf16>
   return %r : tensor<8x64xbf16>
 }
+
+// Llama 3's rope scaling on rope and its gradient.
+// CHECK-LABEL: func.func @rope_llama3
+// CHECK: qlora.rope %{{.*}} {head_dim = 64 : i64, rope_scaling = #qlora.rope_llama3<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>, theta = 5.000000e+05 : f32}
+// CHECK: qlora.rope_grad %{{.*}} {head_dim = 64 : i64, rope_scaling = #qlora.rope_llama3<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>, theta = 5.000000e+05 : f32}
+func.func @rope_llama3(%x: tensor<2x64x256xf32>) -> (tensor<2x64x256xf32>, tensor<2x64x256xf32>) {
+  %y = qlora.rope %x {head_dim = 64 : i64, theta = 500000.0 : f32, rope_scaling = #qlora.rope_llama3<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>} : tensor<2x64x256xf32>
+  %dx = qlora.rope_grad %x {head_dim = 64 : i64, theta = 500000.0 : f32, rope_scaling = #qlora.rope_llama3<factor = 8, low_freq_factor = 1, high_freq_factor = 4, original_max_position_embeddings = 8192>} : tensor<2x64x256xf32>
+  return %y, %dx : tensor<2x64x256xf32>, tensor<2x64x256xf32>
+}

@@ -118,17 +118,67 @@ TEST(ImportErrors, UnsupportedArchitectureAndMath) {
   Expected<ModelConfig> gelu = withField("hidden_act", "gelu");
   ASSERT_FALSE(gelu);
   EXPECT_NE(gelu.message().find("hidden_act 'gelu'"), std::string::npos);
-  json::Value scaling = json::Value::object();
-  scaling.set("rope_type", "llama3");
-  scaling.set("rope_theta", 500000.0);
-  Expected<ModelConfig> llama3 = withField("rope_parameters", scaling);
-  ASSERT_FALSE(llama3);
-  EXPECT_NE(llama3.message().find("rope_type 'llama3' is not supported"),
+  json::Value yarn = json::Value::object();
+  yarn.set("rope_type", "yarn");
+  Expected<ModelConfig> yarned = withField("rope_parameters", yarn);
+  ASSERT_FALSE(yarned);
+  EXPECT_NE(yarned.message().find("rope_type 'yarn' is not supported"),
             std::string::npos);
+  // Llama 3's scaling needs every one of its fields.
+  json::Value partial = json::Value::object();
+  partial.set("rope_type", "llama3");
+  partial.set("factor", 8.0);
+  Expected<ModelConfig> missing = withField("rope_parameters", partial);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.message().find("needs a number 'low_freq_factor'"),
+            std::string::npos)
+      << missing.message();
+  json::Value inverted = partial;
+  inverted.set("low_freq_factor", 4.0);
+  inverted.set("high_freq_factor", 1.0);
+  inverted.set("original_max_position_embeddings", 8192);
+  Expected<ModelConfig> bad = withField("rope_parameters", inverted);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.message().find("0 < low_freq_factor < high_freq_factor"),
+            std::string::npos)
+      << bad.message();
   Expected<ModelConfig> gqa = withField("num_key_value_heads", 3);
   ASSERT_FALSE(gqa);
   EXPECT_NE(gqa.message().find("multiple of num_key_value_heads (3)"),
             std::string::npos);
+}
+
+TEST(ImportErrors, Llama3RopeScalingIsReadWithTransformersPrecedence) {
+  TempDir dir;
+  ASSERT_TRUE(writeTinyLlama(dir.path()));
+  Expected<json::Value> config = readJsonFile(dir.file("config.json"));
+  ASSERT_TRUE(config);
+  json::Value llama3 = json::Value::object();
+  llama3.set("rope_type", "llama3");
+  llama3.set("factor", 8.0);
+  llama3.set("low_freq_factor", 1.0);
+  llama3.set("high_freq_factor", 4.0);
+  llama3.set("original_max_position_embeddings", 8192);
+  llama3.set("rope_theta", 500000.0);
+  json::Value withParameters = *config;
+  withParameters.set("rope_parameters", llama3);
+  Expected<ModelConfig> read = ModelConfig::fromJson(withParameters, "c");
+  ASSERT_TRUE(read) << read.message();
+  EXPECT_TRUE(read->ropeScaling.enabled());
+  EXPECT_EQ(read->ropeScaling.factor, 8.0f);
+  EXPECT_EQ(read->ropeScaling.lowFreqFactor, 1.0f);
+  EXPECT_EQ(read->ropeScaling.highFreqFactor, 4.0f);
+  EXPECT_EQ(read->ropeScaling.originalMaxPositionEmbeddings, 8192);
+  EXPECT_EQ(read->ropeTheta, 500000.0);
+  // An older config's rope_scaling wins over rope_parameters beside it.
+  json::Value plain = json::Value::object();
+  plain.set("rope_type", "default");
+  json::Value both = *config;
+  both.set("rope_parameters", plain);
+  both.set("rope_scaling", llama3);
+  Expected<ModelConfig> preferred = ModelConfig::fromJson(both, "c");
+  ASSERT_TRUE(preferred) << preferred.message();
+  EXPECT_TRUE(preferred->ropeScaling.enabled());
 }
 
 } // namespace

@@ -95,13 +95,19 @@ public:
 
       float eps = float(config_.rmsNormEps);
       float theta = float(config_.ropeTheta);
+      RopeLlama3Attr ropeScaling;
+      if (const ::qlora::RopeScaling &r = config_.ropeScaling; r.enabled())
+        ropeScaling = RopeLlama3Attr::get(
+            builder_.getContext(), r.factor, r.lowFreqFactor,
+            r.highFreqFactor, r.originalMaxPositionEmbeddings);
       Value x =
           RmsNormOp::create(builder_, loc, hidden, *attnNorm, eps).getResult();
       Value query = LinearOp::create(builder_, loc, x, *q);
       Value key = LinearOp::create(builder_, loc, x, *k);
       Value value = LinearOp::create(builder_, loc, x, *v);
-      Value queryRot = RopeOp::create(builder_, loc, query, D, theta);
-      Value keyRot = RopeOp::create(builder_, loc, key, D, theta);
+      Value queryRot =
+          RopeOp::create(builder_, loc, query, D, theta, ropeScaling);
+      Value keyRot = RopeOp::create(builder_, loc, key, D, theta, ropeScaling);
       Value attention =
           AttentionOp::create(builder_, loc, queryRot, keyRot, value,
                               config_.numHeads, config_.numKvHeads, D,

@@ -119,24 +119,53 @@ Expected<ModelConfig> ModelConfig::fromJson(const json::Value &config,
   if (model.qkvBias)
     return fail("qwen2's q/k/v biases are not supported yet");
 
-  // The rope base: transformers 5 nests it in rope_parameters, older configs
-  // keep rope_theta at the top level. Any scaling changes the math.
-  const json::Value *rope = config.find("rope_parameters");
-  if (!rope || rope->isNull())
-    rope = config.find("rope_scaling");
+  // The rope base and scaling: transformers 5 nests them in
+  // rope_parameters, older configs keep rope_theta at the top level and the
+  // scaling in rope_scaling, which transformers prefers when both are there.
+  const json::Value *parameters = config.find("rope_parameters");
+  const json::Value *legacy = config.find("rope_scaling");
+  const json::Value *rope = legacy && legacy->isObject() ? legacy : parameters;
   const json::Value *theta = config.find("rope_theta");
+  for (const json::Value *source : {legacy, parameters})
+    if (source && source->isObject())
+      if (const json::Value *nested = source->find("rope_theta"))
+        theta = nested;
   if (rope && rope->isObject()) {
     const json::Value *ropeType = rope->find("rope_type");
     if (!ropeType)
       ropeType = rope->find("type");
-    if (ropeType && (!ropeType->isString() ||
-                     ropeType->asString() != "default"))
-      return fail("rope_type '" +
-                  (ropeType->isString() ? ropeType->asString()
-                                        : std::string("?")) +
-                  "' is not supported; only default RoPE is");
-    if (const json::Value *nested = rope->find("rope_theta"))
-      theta = nested;
+    std::string kind = !ropeType ? "default"
+                       : ropeType->isString() ? ropeType->asString()
+                                              : std::string("?");
+    if (kind == "llama3") {
+      auto number = [&](const char *key) -> Expected<double> {
+        const json::Value *value = rope->find(key);
+        if (!value || !value->isNumber())
+          return makeError("rope_type 'llama3' needs a number '{}'", key);
+        return value->asDouble();
+      };
+      Expected<double> factor = number("factor");
+      Expected<double> low = number("low_freq_factor");
+      Expected<double> high = number("high_freq_factor");
+      Expected<double> original = number("original_max_position_embeddings");
+      for (const Expected<double> *field : {&factor, &low, &high, &original})
+        if (!*field)
+          return fail(field->message());
+      if (!(*factor > 0) || !(*low > 0) || !(*high > *low) ||
+          !(*original >= 1) || *original != std::floor(*original))
+        return fail(fmt::format(
+            "rope_type 'llama3' expects factor > 0, 0 < low_freq_factor < "
+            "high_freq_factor and a positive integer "
+            "original_max_position_embeddings, got {}, {}, {} and {}",
+            *factor, *low, *high, *original));
+      model.ropeScaling.factor = float(*factor);
+      model.ropeScaling.lowFreqFactor = float(*low);
+      model.ropeScaling.highFreqFactor = float(*high);
+      model.ropeScaling.originalMaxPositionEmbeddings = int64_t(*original);
+    } else if (kind != "default") {
+      return fail("rope_type '" + kind +
+                  "' is not supported; expected default or llama3");
+    }
   }
   if (theta) {
     if (!theta->isNumber() || theta->asDouble() <= 0)

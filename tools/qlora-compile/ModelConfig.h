@@ -10,6 +10,7 @@
 
 #include "runtime/Error.h"
 #include "runtime/Json.h"
+#include "runtime/RopeScaling.h"
 
 #include <cstdint>
 #include <string>
@@ -28,6 +29,7 @@ struct ModelConfig {
   int64_t maxPositionEmbeddings = 0;
   double rmsNormEps = 1e-6;
   double ropeTheta = 10000.0;
+  RopeScaling ropeScaling; ///< Llama 3's rope_scaling; none by default
   bool tieWordEmbeddings = false;
   bool qkvBias = false; ///< Qwen2: q/k/v projections carry a bias
   int64_t slidingWindow = 0; ///< 0: none

@@ -135,7 +135,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
 struct RopeShape {
   int64_t batch, seq, heads, headDim;
   float theta;
+  RopeScaling scaling = {};
 };
+
+void PrintTo(const RopeShape &s, std::ostream *os) {
+  *os << "batch " << s.batch << " seq " << s.seq << " heads " << s.heads
+      << " headDim " << s.headDim << " theta " << s.theta
+      << (s.scaling.enabled() ? " llama3" : "");
+}
 
 /// The rotation in float64, from the angles torch computes in fp32
 /// (inv_freq = 1 / theta^(2i/d) and pos * inv_freq, both rounded to fp32).
@@ -150,7 +157,10 @@ std::vector<double> ropeReference(const std::vector<double> &x,
         size_t base = size_t((b * s.seq + pos) * width + h * s.headDim);
         for (int64_t i = 0; i < half; ++i) {
           float invFreq =
-              1.0f / std::pow(s.theta, float(2 * i) / float(s.headDim));
+              s.scaling.enabled()
+                  ? ropeInverseFrequencies(s.headDim, s.theta,
+                                           s.scaling)[size_t(i)]
+                  : 1.0f / std::pow(s.theta, float(2 * i) / float(s.headDim));
           double angle = double(float(pos) * invFreq);
           double c = std::cos(angle), sn = sign * std::sin(angle);
           double x1 = x[base + size_t(i)], x2 = x[base + size_t(i + half)];
@@ -168,7 +178,8 @@ TEST_P(RopeTest, ForwardMatchesFloat64) {
   size_t n = size_t(s.batch * s.seq * s.heads * s.headDim);
   std::vector<float> x = randomVector(n, 1);
   std::vector<float> y = poisoned(n);
-  rope(x.data(), s.batch, s.seq, s.heads, s.headDim, s.theta, y.data());
+  rope(x.data(), s.batch, s.seq, s.heads, s.headDim, s.theta, y.data(),
+       s.scaling);
   EXPECT_LT(relativeError(y, ropeReference(toDouble(x), s)), 1e-5);
 }
 
@@ -177,7 +188,8 @@ TEST_P(RopeTest, BackwardMatchesFloat64AndFiniteDifferences) {
   size_t n = size_t(s.batch * s.seq * s.heads * s.headDim);
   std::vector<float> dy = randomVector(n, 2);
   std::vector<float> dx = poisoned(n);
-  ropeBackward(dy.data(), s.batch, s.seq, s.heads, s.headDim, s.theta, dx.data());
+  ropeBackward(dy.data(), s.batch, s.seq, s.heads, s.headDim, s.theta,
+               dx.data(), s.scaling);
   EXPECT_LT(relativeError(dx, ropeReference(toDouble(dy), s, -1.0)), 1e-5);
   expectFiniteDifferences(
       "dx", dx.data(), toDouble(randomVector(n, 3)),
@@ -188,7 +200,20 @@ TEST_P(RopeTest, BackwardMatchesFloat64AndFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, RopeTest,
                          ::testing::Values(RopeShape{2, 64, 4, 64, 10000.0f},
                                            RopeShape{2, 37, 2, 64, 10000.0f},
-                                           RopeShape{1, 37, 3, 16, 500000.0f}));
+                                           RopeShape{1, 37, 3, 16, 500000.0f},
+                                           // Llama 3.1's scaling at its
+                                           // head dim (frequencies from
+                                           // RopeScalingTest's check).
+                                           RopeShape{1, 300, 2, 128, 500000.0f,
+                                                     {8.0f, 1.0f, 4.0f, 8192}}),
+                         [](const ::testing::TestParamInfo<RopeShape> &info) {
+                           const RopeShape &s = info.param;
+                           return "b" + std::to_string(s.batch) + "_s" +
+                                  std::to_string(s.seq) + "_h" +
+                                  std::to_string(s.heads) + "_d" +
+                                  std::to_string(s.headDim) +
+                                  (s.scaling.enabled() ? "_llama3" : "");
+                         });
 
 } // namespace
 } // namespace cpu

@@ -147,16 +147,20 @@ TEST_F(CudaTrainingKernels, RopeMatchesTheCpu) {
     float theta;
     int64_t outOffset; ///< 1: misaligned output (scalar path)
     bool inPlace;
+    RopeScaling scaling = {};
   };
+  const RopeScaling llama3{8.0f, 1.0f, 4.0f, 8192};
   for (Case c : {Case{2, 37, 4, 64, 10000.0f, 0, false},
                  Case{2, 64, 4, 64, 10000.0f, 0, false},
                  Case{1, 64, 4, 128, 500000.0f, 0, true},
                  Case{2, 37, 3, 20, 10000.0f, 0, false}, // half 10: scalar
-                 Case{2, 37, 4, 64, 10000.0f, 1, false}}) {
+                 Case{2, 37, 4, 64, 10000.0f, 1, false},
+                 Case{2, 300, 4, 128, 500000.0f, 0, false, llama3}}) {
     SCOPED_TRACE("batch " + std::to_string(c.batch) + " seq " +
                  std::to_string(c.seq) + " heads " + std::to_string(c.heads) +
                  " headDim " + std::to_string(c.headDim) + " offset " +
-                 std::to_string(c.outOffset) + (c.inPlace ? " in place" : ""));
+                 std::to_string(c.outOffset) + (c.inPlace ? " in place" : "") +
+                 (c.scaling.enabled() ? " llama3 scaling" : ""));
     const int64_t n = c.batch * c.seq * c.heads * c.headDim;
     for (bool backward : {false, true}) {
       SCOPED_TRACE(backward ? "backward" : "forward");
@@ -164,16 +168,16 @@ TEST_F(CudaTrainingKernels, RopeMatchesTheCpu) {
       std::vector<float> xf = toFloat(x), ref(size_t(n), 0.0f);
       if (backward)
         cpu::ropeBackward(xf.data(), c.batch, c.seq, c.heads, c.headDim,
-                          c.theta, ref.data());
+                          c.theta, ref.data(), c.scaling);
       else
         cpu::rope(xf.data(), c.batch, c.seq, c.heads, c.headDim, c.theta,
-                  ref.data());
+                  ref.data(), c.scaling);
       Placed<uint16_t> dX = place(x);
       Placed<uint16_t> dY = poisoned<uint16_t>(n, c.outOffset);
       uint16_t *out = c.inPlace ? dX.data() : dY.data();
       auto entry = backward ? ropeBackward : ropeForward;
       ASSERT_OK(entry(dX.data(), c.batch, c.seq, c.heads, c.headDim, c.theta,
-                      out, nullptr));
+                      out, nullptr, c.scaling));
       ASSERT_SYNCED();
       std::vector<uint16_t> y = download(c.inPlace ? dX : dY, n);
       EXPECT_LT(relativeError(y, roundedToBf16(ref)), kBf16Tolerance);
