@@ -1,5 +1,6 @@
 //===- QuantizeCheckpoint.cpp - HF checkpoint -> bnb 4-bit checkpoint -------===//
 #include "runtime/QuantizeCheckpoint.h"
+#include "runtime/ShardedCheckpointWriter.h"
 
 #include "runtime/Checkpoint.h"
 #include "runtime/Float16.h"
@@ -112,6 +113,8 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
                      outputDir);
   if (!options.overwrite &&
       (fs::exists(fs::path(outputDir) / "model.safetensors", error) ||
+       fs::exists(fs::path(outputDir) / "model.safetensors.index.json",
+                  error) ||
        fs::exists(fs::path(outputDir) / "config.json", error)))
     return makeError("{} already holds a checkpoint; pass --overwrite to "
                      "replace it",
@@ -136,8 +139,7 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
                      error.message());
 
   QuantizeReport report;
-  SafetensorsWriter writer;
-  writer.setMetadata("format", "pt");
+  ShardedCheckpointWriter writer(options.maxShardBytes);
   std::vector<std::pair<std::string, NF4Weight>> written;
   std::vector<std::string> names = input->tensorNames();
   for (size_t index = 0; index < names.size(); ++index) {
@@ -160,7 +162,8 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
                          options.config.bnb_4bit_use_double_quant);
       if (!weight)
         return weight.error().withContext("tensor '" + name + "'");
-      QLORA_RETURN_IF_ERROR(bnb::addWeightTensors(writer, name, *weight));
+      QLORA_RETURN_IF_ERROR(bnb::addWeightTensors(
+          writer.shardFor(weight->storageBytes()), name, *weight));
       measureError(bytes.data, *type, *weight, tensorReport);
       tensorReport.quantized = true;
       tensorReport.bytesOut = weight->storageBytes();
@@ -169,8 +172,9 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
       if (options.verify)
         written.emplace_back(name, weight.take());
     } else {
-      QLORA_RETURN_IF_ERROR(writer.addView(name, info.dtype, info.shape,
-                                           bytes.data, bytes.size));
+      QLORA_RETURN_IF_ERROR(writer.shardFor(int64_t(bytes.size))
+                                .addView(name, info.dtype, info.shape,
+                                         bytes.data, bytes.size));
       tensorReport.bytesOut = int64_t(bytes.size);
       report.copiedTensors += 1;
     }
@@ -181,10 +185,11 @@ Expected<QuantizeReport> quantizeCheckpoint(const std::string &inputDir,
     report.tensors.push_back(std::move(tensorReport));
   }
 
-  QLORA_RETURN_IF_ERROR(writer.write(outputDir + "/model.safetensors"));
-  // A stale index from an earlier sharded save would shadow nothing (the
-  // single file wins) but would confuse readers; remove it.
-  fs::remove(fs::path(outputDir) / "model.safetensors.index.json", error);
+  // Files an earlier save of the other layout left are removed.
+  Expected<std::vector<std::string>> files = writer.write(outputDir);
+  if (!files)
+    return files.error();
+  report.files = files.take();
 
   config->set("quantization_config",
               bnb::quantizationConfigJson(options.config));

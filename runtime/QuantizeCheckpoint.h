@@ -26,6 +26,8 @@ struct QuantizeOptions {
   /// Read every quantized weight back from the written file and check it
   /// against the input (exact codes, and the NF4 error bound).
   bool verify = true;
+  /// save_pretrained's max_shard_size in bytes; 0 writes one file.
+  int64_t maxShardBytes = 0;
 };
 
 /// One tensor's outcome, for progress lines and the summary.
@@ -47,6 +49,8 @@ struct QuantizeReport {
   int64_t quantizedTensors = 0, copiedTensors = 0;
   int64_t quantizedElements = 0;
   double seconds = 0.0;
+  /// The safetensors files written (and the shard index, last).
+  std::vector<std::string> files;
 };
 
 /// Called once per tensor, after it is processed, with its index and count.

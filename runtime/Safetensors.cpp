@@ -425,6 +425,20 @@ SafetensorsWriter::sortedEntries() const {
   return sorted;
 }
 
+std::vector<std::string> SafetensorsWriter::tensorNames() const {
+  std::vector<std::string> names;
+  for (const Entry &entry : entries_)
+    names.push_back(entry.name);
+  return names;
+}
+
+size_t SafetensorsWriter::dataBytes() const {
+  size_t total = 0;
+  for (const Entry &entry : entries_)
+    total += entry.size;
+  return total;
+}
+
 std::string SafetensorsWriter::headerJson() const {
   json::Value header = json::Value::object();
   if (!metadata_.empty()) {

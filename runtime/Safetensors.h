@@ -163,6 +163,10 @@ public:
   Status write(const std::string &path) const;
 
   size_t numTensors() const { return entries_.size(); }
+  /// The tensors' names, in the order they were added.
+  std::vector<std::string> tensorNames() const;
+  /// The bytes of all tensors' data (the header excluded).
+  size_t dataBytes() const;
 
 private:
   struct Entry {

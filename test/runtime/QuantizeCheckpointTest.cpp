@@ -137,6 +137,63 @@ TEST(QuantizeCheckpoint, RefusesToOverwriteAndToRequantize) {
             std::string::npos);
 }
 
+/// --max_shard_size splits the output as save_pretrained does: shards in
+/// order with an index that names every tensor's file and the total size,
+/// read back (and verified) through the index; saving again in the other
+/// layout removes what the first save left.
+TEST(QuantizeCheckpoint, ShardsWithAnIndexAndSwitchesLayoutsCleanly) {
+  TempDir dir;
+  ASSERT_TRUE(writeTinyLlama(dir.file("in")));
+  QuantizeOptions options;
+  options.maxShardBytes = 300 * 1000;
+  Expected<QuantizeReport> sharded =
+      quantizeCheckpoint(dir.file("in"), dir.file("out"), options, nullptr);
+  ASSERT_TRUE(sharded) << sharded.message();
+  ASSERT_GT(sharded->files.size(), 2u);
+  EXPECT_EQ(sharded->files.back(), "model.safetensors.index.json");
+  const size_t shards = sharded->files.size() - 1;
+  EXPECT_EQ(sharded->files.front(),
+            "model-00001-of-0000" + std::to_string(shards) + ".safetensors");
+  EXPECT_FALSE(std::ifstream(dir.file("out") + "/model.safetensors"));
+
+  Expected<CheckpointDir> read = CheckpointDir::open(dir.file("out"));
+  ASSERT_TRUE(read) << read.message();
+  EXPECT_EQ(read->files().size(), shards);
+  Expected<json::Value> index =
+      readJsonFile(dir.file("out") + "/model.safetensors.index.json");
+  ASSERT_TRUE(index);
+  const json::Value *map = index->find("weight_map");
+  ASSERT_TRUE(map && map->isObject());
+  size_t total = 0;
+  for (const SafetensorsFile *file : read->files())
+    for (const TensorInfo &tensor : file->tensors()) {
+      const json::Value *shard = map->find(tensor.name);
+      ASSERT_TRUE(shard && shard->isString()) << tensor.name;
+      EXPECT_EQ(dir.file("out") + "/" + shard->asString(), file->path());
+      total += tensor.numBytes();
+    }
+  EXPECT_EQ(index->find("metadata")->find("total_size")->asInt(),
+            int64_t(total));
+  // No shard but one holding a single unit exceeds the limit.
+  for (const SafetensorsFile *file : read->files())
+    if (file->tensors().size() > 1)
+      EXPECT_LE(int64_t(file->dataSize()), options.maxShardBytes)
+          << file->path();
+
+  options.overwrite = true;
+  options.maxShardBytes = 0;
+  Expected<QuantizeReport> single =
+      quantizeCheckpoint(dir.file("in"), dir.file("out"), options, nullptr);
+  ASSERT_TRUE(single) << single.message();
+  EXPECT_EQ(single->files, std::vector<std::string>{"model.safetensors"});
+  EXPECT_FALSE(
+      std::ifstream(dir.file("out") + "/model.safetensors.index.json"));
+  EXPECT_FALSE(std::ifstream(dir.file("out") + "/" + sharded->files.front()));
+  Expected<CheckpointDir> reread = CheckpointDir::open(dir.file("out"));
+  ASSERT_TRUE(reread) << reread.message();
+  EXPECT_EQ(reread->tensorNames(), read->tensorNames());
+}
+
 TEST(QuantizeCheckpoint, ReportsMissingInput) {
   TempDir dir;
   QuantizeOptions options;

@@ -9,6 +9,7 @@
 // byte. --demo quantizes the built-in tiny Llama.
 //
 //===----------------------------------------------------------------------===//
+#include "runtime/ByteSize.h"
 #include "runtime/NF4.h"
 #include "runtime/Parallel.h"
 #include "runtime/QuantizeCheckpoint.h"
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
   std::string skipModules;
   int64_t blockSize = 64;
   int64_t threads = 0;
+  std::string maxShardSize = "5GB";
   bool overwrite = false, verify = true, quiet = false, demo = false;
 
   cli::CommandLine commandLine(
@@ -74,6 +76,11 @@ int main(int argc, char **argv) {
                      &blockSize);
   commandLine.option("threads", "N", "worker threads (0: all cores)",
                      &threads);
+  commandLine.option("max_shard_size", "SIZE",
+                     "largest safetensors file, as save_pretrained's "
+                     "(5GB, 500MB, 2GiB, bytes; 0: one file); larger "
+                     "checkpoints are sharded with an index",
+                     &maxShardSize);
   commandLine.flag("overwrite", "replace a checkpoint in OUTPUT_DIR",
                    &overwrite);
   commandLine.flag("verify",
@@ -119,6 +126,10 @@ int main(int argc, char **argv) {
   options.blockSize = blockSize;
   options.overwrite = overwrite;
   options.verify = verify;
+  Expected<ByteSize> shardSize = parseByteSize(maxShardSize);
+  if (!shardSize)
+    return fail("--max_shard_size: " + shardSize.message());
+  options.maxShardBytes = shardSize->bytes;
 
   bool interactive = isatty(fileno(stdout));
   auto progress = [&](const QuantizedTensorReport &tensor, size_t index,
@@ -162,8 +173,11 @@ int main(int argc, char **argv) {
   std::printf("Largest error of any weight: %.4f of its block's absmax "
               "(NF4 alone: at most 0.152, plus the 8-bit absmax and output rounding)%s\n",
               maxError, verify ? "; read back and verified" : "");
-  std::printf("Wrote %s/model.safetensors and %s/config.json "
+  std::string files;
+  for (const std::string &file : report->files)
+    files += (files.empty() ? "" : ", ") + file;
+  std::printf("Wrote %s/{%s, config.json} "
               "(quantization_config: bitsandbytes 4-bit)\n",
-              outputDir.c_str(), outputDir.c_str());
+              outputDir.c_str(), files.c_str());
   return 0;
 }
