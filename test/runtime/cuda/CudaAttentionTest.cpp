@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -325,6 +326,41 @@ TEST(CudaAttentionArguments, RejectsUnsupportedShapes) {
                 "splits must divide the 4 query heads of a kv head, got 3"),
             std::string::npos)
       << status.message();
+}
+
+/// QLORA_ATTENTION is read on every call: `builtin` leaves the call to the
+/// built-in kernels without touching cuDNN or the GPU, and a value that is
+/// none of auto, cudnn and builtin is an error naming it.
+TEST(CudaAttentionChoice, BuiltinDeclinesAndAnUnknownValueIsRefused) {
+  const char *saved = std::getenv("QLORA_ATTENTION");
+  std::string previous = saved ? saved : "";
+  alignas(16) static uint16_t tensor[16];
+  alignas(16) static float lse[16];
+  const AttentionShape shape{1, 8, 2, 2, 64, 0.125f};
+
+  setenv("QLORA_ATTENTION", "builtin", 1);
+  bool ran = true;
+  Status status = cudnnAttentionForward(tensor, tensor, tensor, shape, tensor,
+                                        lse, nullptr, &ran);
+  EXPECT_TRUE(status.isOk()) << status.message();
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(attentionImplementation(shape),
+            "built-in kernels (QLORA_ATTENTION=builtin)");
+
+  setenv("QLORA_ATTENTION", "fast", 1);
+  status = cudnnAttentionBackward(tensor, tensor, tensor, tensor, lse, tensor,
+                                  shape, lse, tensor, tensor, tensor, nullptr,
+                                  &ran);
+  ASSERT_FALSE(status.isOk());
+  EXPECT_NE(status.message().find(
+                "QLORA_ATTENTION is 'fast'; expected auto, cudnn or builtin"),
+            std::string::npos)
+      << status.message();
+
+  if (saved)
+    setenv("QLORA_ATTENTION", previous.c_str(), 1);
+  else
+    unsetenv("QLORA_ATTENTION");
 }
 
 /// The default split keeps the dk / dv kernel near 1024 CTAs.
