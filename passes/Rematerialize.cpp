@@ -30,6 +30,7 @@
 #include <array>
 #include <limits>
 #include <map>
+#include <numeric>
 
 namespace mlir::qlora {
 #define GEN_PASS_DEF_REMATERIALIZEPASS
@@ -173,8 +174,7 @@ void offloadValues(func::FuncOp func, const StepAnalysis &analysis,
   // The copies run one after another on the copy stream, in the order
   // their offloads are issued: the forward order of their values.
   SmallVector<int64_t> order(offload.size());
-  for (auto [i, index] : llvm::enumerate(order))
-    index = int64_t(i);
+  std::iota(order.begin(), order.end(), int64_t(0));
   llvm::stable_sort(order, [&](int64_t a, int64_t b) {
     return position.lookup(offload[a].getDefiningOp()) <
            position.lookup(offload[b].getDefiningOp());

@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -513,31 +514,37 @@ Expected<Plan *> findPlan(const AttentionShape &x, bool backward,
   return &c.plans.emplace(key, std::move(plan)).first->second;
 }
 
-/// The plan to run `shape` with, or nullptr where the built-in kernels
-/// serve it instead.
+/// The plan to run `shape` with, or nullptr where QLORA_ATTENTION lets the
+/// built-in kernels serve it instead (`*why` says why, when given).
 Expected<Plan *> planFor(const AttentionShape &x, bool backward,
-                         cudnnHandle_t *handle) {
+                         cudnnHandle_t *handle, std::string *why = nullptr) {
+  auto decline = [&](std::string reason) -> Expected<Plan *> {
+    if (why)
+      *why = std::move(reason);
+    return nullptr;
+  };
   Expected<AttentionChoice> choice = attentionChoice();
   if (!choice)
     return choice.error();
   if (*choice == AttentionChoice::Builtin)
-    return nullptr;
+    return decline("QLORA_ATTENTION=builtin");
   const CudnnLibrary &api = cudnnLibrary();
   if (!api.loaded) {
     if (*choice == AttentionChoice::Cudnn)
       return makeError("QLORA_ATTENTION=cudnn, but {}", api.reason);
-    return nullptr;
+    return decline(api.reason);
   }
   Expected<Plan *> plan = findPlan(x, backward, handle);
   if (!plan)
     return plan.error();
   if (!(*plan)->unsupported.empty()) {
+    std::string reason = fmt::format(
+        "cuDNN {} cannot run the {} attention of {}: {}", api.version,
+        backward ? "backward" : "forward", shapeText(x),
+        (*plan)->unsupported);
     if (*choice == AttentionChoice::Cudnn)
-      return makeError("QLORA_ATTENTION=cudnn, but cuDNN {} cannot run the "
-                       "{} attention of {}: {}",
-                       api.version, backward ? "backward" : "forward",
-                       shapeText(x), (*plan)->unsupported);
-    return nullptr;
+      return makeError("QLORA_ATTENTION=cudnn, but {}", reason);
+    return decline(std::move(reason));
   }
   return *plan;
 }
@@ -588,28 +595,41 @@ Status checkShape(const AttentionShape &x) {
 const float kLowestFloat = -FLT_MAX;
 const float kOneFloat = 1.0f;
 
+/// Runs `shape`'s plan in one direction with the variant pack `uids` ->
+/// `pointers`, after `prepare` (enqueued first); `*ran` false where the
+/// built-in kernels serve the call.
+Status run(const AttentionShape &shape, bool backward, cudaStream_t stream,
+           const std::vector<int64_t> &uids,
+           const std::vector<void *> &pointers, bool *ran,
+           const std::function<Status()> &prepare = {}) {
+  *ran = false;
+  QLORA_RETURN_IF_ERROR(checkShape(shape));
+  cudnnHandle_t handle = nullptr;
+  Expected<Plan *> plan = planFor(shape, backward, &handle);
+  if (!plan)
+    return plan.error();
+  if (!*plan)
+    return Status::ok();
+  if (prepare)
+    QLORA_RETURN_IF_ERROR(prepare());
+  QLORA_RETURN_IF_ERROR(execute(**plan, handle, stream, uids, pointers));
+  *ran = true;
+  return Status::ok();
+}
+
 } // namespace
 
 Status cudnnAttentionForward(const uint16_t *q, const uint16_t *k,
                              const uint16_t *v, const AttentionShape &shape,
                              uint16_t *out, float *lse, cudaStream_t stream,
                              bool *ran) {
-  *ran = false;
-  QLORA_RETURN_IF_ERROR(checkShape(shape));
-  cudnnHandle_t handle = nullptr;
-  Expected<Plan *> plan = planFor(shape, /*backward=*/false, &handle);
-  if (!plan)
-    return plan.error();
-  if (!*plan)
-    return Status::ok();
   float scale = shape.scale;
-  QLORA_RETURN_IF_ERROR(execute(
-      **plan, handle, stream, {kQ, kK, kV, kO, kStats, kScale, kLowest},
-      {const_cast<uint16_t *>(q), const_cast<uint16_t *>(k),
-       const_cast<uint16_t *>(v), out, lse, &scale,
-       const_cast<float *>(&kLowestFloat)}));
-  *ran = true;
-  return Status::ok();
+  return run(shape, /*backward=*/false, stream,
+             {kQ, kK, kV, kO, kStats, kScale, kLowest},
+             {const_cast<uint16_t *>(q), const_cast<uint16_t *>(k),
+              const_cast<uint16_t *>(v), out, lse, &scale,
+              const_cast<float *>(&kLowestFloat)},
+             ran);
 }
 
 Status cudnnAttentionBackward(const uint16_t *q, const uint16_t *k,
@@ -618,57 +638,43 @@ Status cudnnAttentionBackward(const uint16_t *q, const uint16_t *k,
                               const AttentionShape &shape,
                               float *dqAccumulator, uint16_t *dq, uint16_t *dk,
                               uint16_t *dv, cudaStream_t stream, bool *ran) {
-  *ran = false;
-  QLORA_RETURN_IF_ERROR(checkShape(shape));
-  cudnnHandle_t handle = nullptr;
-  Expected<Plan *> plan = planFor(shape, /*backward=*/true, &handle);
-  if (!plan)
-    return plan.error();
-  if (!*plan)
-    return Status::ok();
-  QLORA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-      dqAccumulator, 0,
-      size_t(shape.batch * shape.seq * shape.heads * shape.headDim) *
-          sizeof(float),
-      stream));
   float scale = shape.scale;
-  QLORA_RETURN_IF_ERROR(execute(
-      **plan, handle, stream,
-      {kQ, kK, kV, kO, kStats, kDout, kDq, kDk, kDv, kDqAccumulator, kScale,
-       kLowest, kOne},
-      {const_cast<uint16_t *>(q), const_cast<uint16_t *>(k),
-       const_cast<uint16_t *>(v), const_cast<uint16_t *>(out),
-       const_cast<float *>(lse), const_cast<uint16_t *>(dout), dq, dk, dv,
-       dqAccumulator, &scale, const_cast<float *>(&kLowestFloat),
-       const_cast<float *>(&kOneFloat)}));
-  *ran = true;
-  return Status::ok();
+  // The plan sums dq into the accumulator.
+  auto zeroAccumulator = [&]() -> Status {
+    QLORA_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        dqAccumulator, 0,
+        size_t(shape.batch * shape.seq * shape.heads * shape.headDim) *
+            sizeof(float),
+        stream));
+    return Status::ok();
+  };
+  return run(shape, /*backward=*/true, stream,
+             {kQ, kK, kV, kO, kStats, kDout, kDq, kDk, kDv, kDqAccumulator,
+              kScale, kLowest, kOne},
+             {const_cast<uint16_t *>(q), const_cast<uint16_t *>(k),
+              const_cast<uint16_t *>(v), const_cast<uint16_t *>(out),
+              const_cast<float *>(lse), const_cast<uint16_t *>(dout), dq, dk,
+              dv, dqAccumulator, &scale, const_cast<float *>(&kLowestFloat),
+              const_cast<float *>(&kOneFloat)},
+             ran, zeroAccumulator);
 }
 
 std::string attentionImplementation(const AttentionShape &shape) {
-  Expected<AttentionChoice> choice = attentionChoice();
-  if (!choice)
-    return "built-in kernels (" + choice.message() + ")";
-  if (*choice == AttentionChoice::Builtin)
-    return "built-in kernels (QLORA_ATTENTION=builtin)";
-  const CudnnLibrary &api = cudnnLibrary();
-  if (!api.loaded)
-    return "built-in kernels (" + api.reason + ")";
+  Status valid = checkShape(shape);
+  if (!valid)
+    return "built-in kernels (" + valid.message() + ")";
   cudnnHandle_t handle = nullptr;
-  Expected<Plan *> forward = findPlan(shape, false, &handle);
-  Expected<Plan *> backward = findPlan(shape, true, &handle);
-  if (!forward || !backward)
-    return "built-in kernels (" +
-           (!forward ? forward.message() : backward.message()) + ")";
-  for (Plan *plan : {*forward, *backward})
-    if (!plan->unsupported.empty())
-      return "built-in kernels (cuDNN " + std::to_string(api.version) +
-             " cannot run " + shapeText(shape) + ": " + plan->unsupported +
-             ")";
+  std::string why;
+  Expected<Plan *> forward = planFor(shape, false, &handle, &why);
+  if (!forward || !*forward)
+    return "built-in kernels (" + (forward ? why : forward.message()) + ")";
+  Expected<Plan *> backward = planFor(shape, true, &handle, &why);
+  if (!backward || !*backward)
+    return "built-in kernels (" + (backward ? why : backward.message()) + ")";
+  const size_t version = cudnnLibrary().version;
   return fmt::format("cuDNN {}.{}.{} fused attention (workspace {} forward, "
                      "{} backward)",
-                     api.version / 10000, api.version / 100 % 100,
-                     api.version % 100,
+                     version / 10000, version / 100 % 100, version % 100,
                      formatByteSize((*forward)->workspaceBytes),
                      formatByteSize((*backward)->workspaceBytes));
 }
